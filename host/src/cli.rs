@@ -1,0 +1,248 @@
+//! The command-line interface (clap). Each subcommand parses its arguments, calls into the
+//! library and prints a human summary (or JSON with `--json`).
+//!
+//! Invariant: user-facing errors say what to do next; nothing here holds logic that another
+//! entry point (the gateway, tests) would need: that lives in the library modules.
+
+use crate::runtime::{CallContext, OutboundPolicy, Runtime, RuntimeConfig, Skill, SkillSettings};
+use crate::scaffold::{self, SdkSource};
+use crate::toolchain::{self, Install};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// warden: the MCP control plane.
+#[derive(Debug, Parser)]
+#[command(name = "warden", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write, build and try skills.
+    #[command(subcommand)]
+    Skill(SkillCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SkillCommand {
+    /// Scaffold a new skill crate that builds as is.
+    New {
+        /// Crate name (lower-case letters, digits, '-').
+        name: String,
+        /// Directory to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Path of a warden-sdk checkout to depend on (default: the SDK this binary was
+        /// built from, else the published crate).
+        #[arg(long, env = "WARDEN_SDK_PATH")]
+        sdk: Option<PathBuf>,
+    },
+    /// Build a skill crate into a wasm32-wasip2 component and check it against the contract.
+    Build {
+        /// The skill crate directory.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        /// Cargo target directory for wasm builds (share it between skills to build std once).
+        #[arg(long, env = "WARDEN_WASM_TARGET_DIR")]
+        target_dir: Option<PathBuf>,
+        /// Copy the component here.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Never install the offline toolchain; print the commands instead.
+        #[arg(long)]
+        no_install: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load a component and list its tools.
+    Inspect {
+        /// The component file.
+        file: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Call one tool of a component in the sandbox, as the gateway would.
+    Call {
+        /// The component file.
+        file: PathBuf,
+        /// The tool name.
+        tool: String,
+        /// Arguments as a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+        /// Allow outbound HTTP to this host (repeatable; `host`, `host:port` or `*.domain`).
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Also allow private and loopback destinations for the allowed hosts.
+        #[arg(long)]
+        allow_private: bool,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Skill(cmd) => rt.block_on(skill(cmd)),
+    }
+}
+
+async fn skill(cmd: SkillCommand) -> Result<()> {
+    match cmd {
+        SkillCommand::New { name, dir, sdk } => {
+            let sdk = sdk.map(SdkSource::Path).unwrap_or_else(SdkSource::detect);
+            let dir = scaffold::new_skill(&dir, &name, &sdk)?;
+            println!("created skill crate {}", dir.display());
+            println!("build it with: warden skill build {}", dir.display());
+            Ok(())
+        }
+        SkillCommand::Build {
+            path,
+            target_dir,
+            out,
+            no_install,
+            json,
+        } => build(&path, target_dir, out, no_install, json).await,
+        SkillCommand::Inspect { file, json } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let skill = load(&file, &wasm, SkillSettings::default()).await?;
+            print_summary(&skill, &file, wasm.len(), json);
+            Ok(())
+        }
+        SkillCommand::Call {
+            file,
+            tool,
+            arguments,
+            allow_hosts,
+            allow_private,
+        } => {
+            let wasm =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let settings = SkillSettings {
+                outbound: OutboundPolicy {
+                    allowed_hosts: allow_hosts,
+                    allow_private,
+                    injector: None,
+                },
+                ..SkillSettings::default()
+            };
+            let skill = load(&file, &wasm, settings).await?;
+            let arguments: serde_json::Value =
+                serde_json::from_str(&arguments).context("arguments must be a JSON object")?;
+            match skill.call(&tool, &arguments, &CallContext::default()).await {
+                Ok(outcome) => {
+                    println!("{}", serde_json::to_string_pretty(&outcome.value)?);
+                    Ok(())
+                }
+                Err(e) => bail!("{e}"),
+            }
+        }
+    }
+}
+
+async fn load(file: &Path, wasm: &[u8], settings: SkillSettings) -> Result<Skill> {
+    let runtime = Runtime::new(RuntimeConfig::default())?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "skill".into());
+    runtime
+        .load(&name, wasm, settings)
+        .await
+        .with_context(|| format!("{} is not a usable skill", file.display()))
+}
+
+async fn build(
+    path: &Path,
+    target_dir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    no_install: bool,
+    json: bool,
+) -> Result<()> {
+    if !path.join("Cargo.toml").exists() {
+        bail!(
+            "{} has no Cargo.toml; pass the skill crate's directory (create one with `warden skill new NAME`)",
+            path.display()
+        );
+    }
+    let install = if no_install {
+        Install::Never
+    } else {
+        Install::IfPossible
+    };
+    let toolchain = tokio::task::spawn_blocking(move || toolchain::resolve(install)).await??;
+    let target_dir = target_dir.unwrap_or_else(|| path.join("target"));
+    if !json {
+        eprintln!(
+            "building {} with the {}",
+            path.display(),
+            toolchain.describe()
+        );
+    }
+    let (crate_dir, tdir) = (path.to_owned(), target_dir.clone());
+    let built =
+        tokio::task::spawn_blocking(move || toolchain::build(&toolchain, &crate_dir, &tdir))
+            .await??;
+    let wasm_path = match out {
+        Some(out) => {
+            if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&built.wasm, &out)
+                .with_context(|| format!("copying the component to {}", out.display()))?;
+            out
+        }
+        None => built.wasm.clone(),
+    };
+    let wasm = std::fs::read(&wasm_path)?;
+    let skill = load(&wasm_path, &wasm, SkillSettings::default()).await?;
+    print_summary(&skill, &wasm_path, wasm.len(), json);
+    Ok(())
+}
+
+fn print_summary(skill: &Skill, path: &Path, size: usize, json: bool) {
+    if json {
+        let tools: Vec<serde_json::Value> = skill
+            .tools()
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name,
+                    "description": t.description,
+                    "inputSchema": t.input_schema,
+                    "outputSchema": t.output_schema,
+                    "annotations": t.annotations,
+                })
+            })
+            .collect();
+        let summary = serde_json::json!({
+            "component": path,
+            "bytes": size,
+            "digest": skill.digest(),
+            "tools": tools,
+        });
+        println!("{summary}");
+        return;
+    }
+    println!(
+        "component {} ({:.1} KiB, blake3 {})",
+        path.display(),
+        size as f64 / 1024.0,
+        &skill.digest()[..16]
+    );
+    println!("{} tool(s):", skill.tools().len());
+    for t in skill.tools() {
+        let first_line = t.description.lines().next().unwrap_or_default();
+        println!("  {:<24} {first_line}", t.name);
+    }
+}

@@ -1,0 +1,352 @@
+//! Finding (and, where allowed, installing) a toolchain that builds wasm32-wasip2 skill
+//! components, and running the build.
+//!
+//! Resolution order:
+//! 1. the rustup target `wasm32-wasip2`, when installed (the normal developer machine);
+//! 2. the offline toolchain from Debian packages (`rustc-web`, `cargo-web`, `rust-web-src`,
+//!    `wasi-libc`): Debian's rustc builds `std` for wasm with `-Z build-std`, linked by the
+//!    `wasm-component-ld` and `wasm-ld` that ship with the rustup toolchain;
+//! 3. otherwise, install (2) with apt-get when running as root and allowed, saying so, or
+//!    print the exact commands.
+//!
+//! Invariants: the child cargo runs with the caller's cargo/rustc environment removed (a
+//! `cargo test` parent must not leak its target dir, flags or toolchain into the guest
+//! build); the output is checked to be a component before it is reported.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The guest target.
+pub const TARGET: &str = "wasm32-wasip2";
+/// Debian packages that make up the offline toolchain.
+pub const DEBIAN_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "rust-web-src", "wasi-libc"];
+const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
+const DEBIAN_CARGO: &str = "/usr/bin/cargo";
+const DEBIAN_STD_SRC: &str = "/usr/lib/rustlib/src/rust/library";
+const WASI_LIBC: &str = "/usr/lib/wasm32-wasi";
+
+/// Errors of toolchain resolution and builds.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolchainError {
+    /// No toolchain found and none could be installed.
+    #[error("no toolchain can build {TARGET} components here.\n{0}")]
+    Missing(String),
+    /// Installing the offline toolchain failed.
+    #[error("installing the offline toolchain failed: {0}")]
+    Install(String),
+    /// The skill crate is not usable.
+    #[error("{0}")]
+    Crate(String),
+    /// cargo failed.
+    #[error("the build failed (cargo exited with {0}); see the compiler output above")]
+    Build(String),
+    /// A command could not be run.
+    #[error("running {cmd}: {source}")]
+    Spawn {
+        /// The command.
+        cmd: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Whether the resolver may install missing packages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// Install with apt-get when running as root.
+    IfPossible,
+    /// Never install; explain what to run instead.
+    Never,
+}
+
+/// A toolchain able to build `wasm32-wasip2` components.
+#[derive(Debug, Clone)]
+pub enum Toolchain {
+    /// rustup's own `wasm32-wasip2` target.
+    Rustup {
+        /// The cargo to run.
+        cargo: PathBuf,
+    },
+    /// Debian's rustc with `-Z build-std`, linked by rustup's `wasm-component-ld`.
+    Debian {
+        /// Directory holding `wasm-component-ld` (and `gcc-ld/wasm-ld` below it).
+        linker_dir: PathBuf,
+    },
+}
+
+impl Toolchain {
+    /// A one-line description for users.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Rustup { .. } => format!("rustup target {TARGET}"),
+            Self::Debian { .. } => format!(
+                "offline Debian toolchain ({DEBIAN_RUSTC} with -Z build-std, linker from the rustup toolchain)"
+            ),
+        }
+    }
+}
+
+fn run_capture(cmd: &mut Command) -> Option<String> {
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The rustup-managed `rustc` (not Debian's), used to locate the bundled linkers.
+fn rustup_rustc() -> PathBuf {
+    if let Some(home) = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        let candidate = home.join("bin/rustc");
+        if candidate.exists() {
+            return candidate;
+        }
+    }
+    PathBuf::from("rustc")
+}
+
+fn host_rustc_env(cmd: &mut Command) -> &mut Command {
+    // Inside `cargo test`, RUSTUP_TOOLCHAIN etc. point at the parent's toolchain; that is
+    // what we want for rustup's rustc, but never the parent's flags.
+    for key in [
+        "RUSTC",
+        "RUSTC_WRAPPER",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
+        cmd.env_remove(key);
+    }
+    cmd
+}
+
+fn rustup_target_installed(rustc: &Path) -> bool {
+    let Some(libdir) = run_capture(host_rustc_env(Command::new(rustc).args([
+        "--print",
+        "target-libdir",
+        "--target",
+        TARGET,
+    ]))) else {
+        return false;
+    };
+    std::fs::read_dir(&libdir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+        })
+        .unwrap_or(false)
+}
+
+fn rustup_linker_dir(rustc: &Path) -> Option<PathBuf> {
+    let sysroot = run_capture(host_rustc_env(
+        Command::new(rustc).args(["--print", "sysroot"]),
+    ))?;
+    let vv = run_capture(host_rustc_env(Command::new(rustc).arg("-vV")))?;
+    let host = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))?
+        .trim()
+        .to_owned();
+    let dir = PathBuf::from(sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin");
+    (dir.join("wasm-component-ld").exists() && dir.join("gcc-ld/wasm-ld").exists()).then_some(dir)
+}
+
+fn debian_ready() -> bool {
+    Path::new(DEBIAN_RUSTC).exists()
+        && Path::new(DEBIAN_CARGO).exists()
+        && Path::new(DEBIAN_STD_SRC).exists()
+        && Path::new(WASI_LIBC).join("libc.a").exists()
+}
+
+fn install_commands() -> String {
+    format!(
+        "apt-get update\napt-get install -y {}",
+        DEBIAN_PACKAGES.join(" ")
+    )
+}
+
+fn is_root() -> bool {
+    run_capture(Command::new("id").arg("-u")).as_deref() == Some("0")
+}
+
+/// Finds a toolchain, installing the offline one when allowed and possible.
+pub fn resolve(install: Install) -> Result<Toolchain, ToolchainError> {
+    let rustc = rustup_rustc();
+    if rustup_target_installed(&rustc) {
+        let cargo = rustc.with_file_name("cargo");
+        let cargo = if cargo.exists() {
+            cargo
+        } else {
+            PathBuf::from("cargo")
+        };
+        return Ok(Toolchain::Rustup { cargo });
+    }
+    let Some(linker_dir) = rustup_linker_dir(&rustc) else {
+        return Err(ToolchainError::Missing(format!(
+            "The rustup toolchain has no wasm-component-ld/wasm-ld. Either run `rustup target add {TARGET}` \
+             (needs access to rustup's servers), or install `cargo install wasm-component-ld` and Debian's `lld`."
+        )));
+    };
+    if !debian_ready() {
+        let can_install =
+            install == Install::IfPossible && Path::new("/usr/bin/apt-get").exists() && is_root();
+        if !can_install {
+            return Err(ToolchainError::Missing(format!(
+                "Either run `rustup target add {TARGET}` (needs access to rustup's servers), or install the \
+                 offline toolchain from Debian packages (as root):\n\n{}\n",
+                install_commands()
+            )));
+        }
+        eprintln!(
+            "warden: installing the offline {TARGET} toolchain from Debian packages ({}) with apt-get...",
+            DEBIAN_PACKAGES.join(", ")
+        );
+        let apt = |args: &[&str]| -> Result<(), ToolchainError> {
+            let status = Command::new("apt-get")
+                .args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map_err(|source| ToolchainError::Spawn {
+                    cmd: "apt-get".into(),
+                    source,
+                })?;
+            if status.success() {
+                Ok(())
+            } else {
+                Err(ToolchainError::Install(format!(
+                    "`apt-get {}` exited with {status}",
+                    args.join(" ")
+                )))
+            }
+        };
+        apt(&["update", "-qq"])?;
+        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        args.extend(DEBIAN_PACKAGES);
+        apt(&args)?;
+        if !debian_ready() {
+            return Err(ToolchainError::Install(
+                "packages installed but the toolchain files are still missing".into(),
+            ));
+        }
+    }
+    Ok(Toolchain::Debian { linker_dir })
+}
+
+/// What `build` produced.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The package name.
+    pub package: String,
+    /// Path of the component.
+    pub wasm: PathBuf,
+}
+
+/// Reads the package name and library target name of a skill crate.
+fn crate_names(manifest: &Path) -> Result<(String, String), ToolchainError> {
+    let text = std::fs::read_to_string(manifest)
+        .map_err(|e| ToolchainError::Crate(format!("cannot read {}: {e}", manifest.display())))?;
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e| ToolchainError::Crate(format!("{}: {e}", manifest.display())))?;
+    let package = doc
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(toml::Value::as_str)
+        .ok_or_else(|| ToolchainError::Crate(format!("{}: no [package] name", manifest.display())))?
+        .to_owned();
+    let lib = doc.get("lib");
+    let crate_types_ok = lib
+        .and_then(|l| l.get("crate-type"))
+        .and_then(toml::Value::as_array)
+        .is_some_and(|types| types.iter().any(|t| t.as_str() == Some("cdylib")));
+    if !crate_types_ok {
+        return Err(ToolchainError::Crate(format!(
+            "{}: a skill crate needs `[lib] crate-type = [\"cdylib\"]`",
+            manifest.display()
+        )));
+    }
+    let lib_name = lib
+        .and_then(|l| l.get("name"))
+        .and_then(toml::Value::as_str)
+        .unwrap_or(&package)
+        .replace('-', "_");
+    Ok((package, lib_name))
+}
+
+/// Builds the skill crate at `crate_dir` in release mode into `target_dir`.
+pub fn build(
+    toolchain: &Toolchain,
+    crate_dir: &Path,
+    target_dir: &Path,
+) -> Result<Built, ToolchainError> {
+    let manifest = crate_dir.join("Cargo.toml");
+    let (package, lib_name) = crate_names(&manifest)?;
+    let mut cmd = match toolchain {
+        Toolchain::Rustup { cargo } => Command::new(cargo),
+        Toolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
+    };
+    // Start from a clean cargo environment: nothing of a parent cargo/rustc may leak in.
+    let inherited: Vec<OsString> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            let k = k.to_string_lossy();
+            (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k.starts_with("RUSTC")
+                || k.starts_with("RUSTDOC")
+                || k == "RUSTFLAGS"
+                || k == "CARGO"
+                || k == "RUSTUP_TOOLCHAIN"
+                || k.starts_with("DEP_")
+        })
+        .collect();
+    for k in inherited {
+        cmd.env_remove(k);
+    }
+    cmd.arg("build")
+        .arg("--release")
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir)
+        .env("CARGO_TERM_COLOR", "never");
+    if let Toolchain::Debian { linker_dir } = toolchain {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![linker_dir.join("gcc-ld")];
+        paths.extend(std::env::split_paths(&path));
+        let path = std::env::join_paths(paths).map_err(|e| ToolchainError::Crate(e.to_string()))?;
+        cmd.args(["-Z", "build-std=std,panic_abort"])
+            .env("RUSTC", DEBIAN_RUSTC)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .env("PATH", path)
+            .env(
+                "CARGO_TARGET_WASM32_WASIP2_LINKER",
+                linker_dir.join("wasm-component-ld"),
+            )
+            .env("RUSTFLAGS", format!("-L {WASI_LIBC}"));
+    }
+    let status = cmd.status().map_err(|source| ToolchainError::Spawn {
+        cmd: format!("{cmd:?}"),
+        source,
+    })?;
+    if !status.success() {
+        return Err(ToolchainError::Build(status.to_string()));
+    }
+    let wasm = target_dir
+        .join(TARGET)
+        .join("release")
+        .join(format!("{lib_name}.wasm"));
+    if !wasm.exists() {
+        return Err(ToolchainError::Crate(format!(
+            "cargo succeeded but {} is missing",
+            wasm.display()
+        )));
+    }
+    Ok(Built { package, wasm })
+}
