@@ -149,13 +149,19 @@ pub enum LoadError {
     Describe(String),
     /// The declared tools are invalid.
     #[error("invalid tool declarations: {0}")]
-    Tools(#[from] ContractError),
+    Tools(ContractError),
     /// The settings cannot be honoured.
     #[error("invalid skill settings: {0}")]
     Settings(String),
     /// The compile cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+}
+
+impl From<ContractError> for LoadError {
+    fn from(e: ContractError) -> Self {
+        Self::Tools(e)
+    }
 }
 
 /// What ended a call abnormally.
@@ -590,6 +596,13 @@ impl Skill {
     /// The settings the skill runs with.
     pub fn settings(&self) -> &SkillSettings {
         &self.inner.settings
+    }
+
+    /// Calls running now and calls waiting for a slot.
+    pub fn load(&self) -> (usize, usize) {
+        let limits = &self.inner.settings.limits;
+        let running = limits.max_concurrency - self.inner.permits.available_permits();
+        (running, self.inner.waiting.load(Ordering::Acquire))
     }
 
     /// Current health.

@@ -1,0 +1,14 @@
+//! End-to-end tests of warden, in one test binary (see `host/Cargo.toml`).
+//!
+//! The setup builds every guest crate (first-party skills, the example, the hostile and
+//! bad-schema test skills) from source with the real `warden skill build`, once per run,
+//! into a shared wasm target directory. The tests then drive the host runtime API and the
+//! `warden` binary against those components.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod bad_input;
+mod cli;
+mod hostile;
+mod skills;
+mod support;
