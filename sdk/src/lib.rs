@@ -114,7 +114,7 @@ pub mod bindings {
 
 /// Exports the listed tools as this crate's skill.
 ///
-/// ```ignore
+/// ```text
 /// warden_sdk::skill!(greet, add, search);
 /// ```
 #[macro_export]

@@ -5,6 +5,9 @@ use std::process::Command;
 
 #[test]
 fn new_then_build_produces_a_component() {
+    // Wait for the shared setup, which installs the wasm toolchain if the machine lacks it
+    // (two concurrent apt-get runs would fight over the dpkg lock).
+    let _ = component("hello");
     let parent = tempfile::tempdir().unwrap();
     let out = Command::new(warden_bin())
         .args(["skill", "new", "demo", "--dir"])

@@ -60,6 +60,11 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Epoch tick: the granularity of deadlines and of cooperative yielding.
     pub epoch_tick: Duration,
+    /// Bytes at the start of each pooled linear memory that are reset in place (only the
+    /// pages the last call dirtied) instead of being returned to the kernel. Covering a
+    /// skill's whole working memory makes a fresh instance about twice as fast (measured in
+    /// `docs/benchmarks.md`); a partial cover is the slowest setting.
+    pub memory_keep_resident: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -70,6 +75,7 @@ impl Default for RuntimeConfig {
             pool_instances: 256,
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(5),
+            memory_keep_resident: 8 << 20,
         }
     }
 }
@@ -307,7 +313,7 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
         .total_tables(n.saturating_mul(4))
         .total_stacks(n)
         .max_memory_size(config.max_memory_bytes)
-        .linear_memory_keep_resident(1 << 20)
+        .linear_memory_keep_resident(config.memory_keep_resident)
         .table_keep_resident(1 << 16);
     let mut c = Config::new();
     c.wasm_component_model(true)

@@ -33,7 +33,7 @@ struct ToolArgs {
 
 /// Declares a skill tool. See the `warden-sdk` crate documentation for the full guide.
 ///
-/// ```ignore
+/// ```text
 /// /// Say hello.
 /// #[tool(read_only, idempotent)]
 /// fn greet(args: GreetArgs) -> Result<String, ToolError> { Ok(format!("Hello, {}!", args.name)) }
