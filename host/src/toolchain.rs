@@ -208,9 +208,11 @@ pub fn resolve(install: Install) -> Result<Toolchain, ToolchainError> {
             DEBIAN_PACKAGES.join(", ")
         );
         let apt = |args: &[&str]| -> Result<(), ToolchainError> {
+            // apt's progress goes to stderr: stdout carries the build summary (`--json`).
             let status = Command::new("apt-get")
                 .args(args)
                 .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(std::io::stderr())
                 .status()
                 .map_err(|source| ToolchainError::Spawn {
                     cmd: "apt-get".into(),
@@ -226,7 +228,7 @@ pub fn resolve(install: Install) -> Result<Toolchain, ToolchainError> {
             }
         };
         apt(&["update", "-qq"])?;
-        let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+        let mut args = vec!["install", "-y", "-qq"];
         args.extend(DEBIAN_PACKAGES);
         apt(&args)?;
         if !debian_ready() {

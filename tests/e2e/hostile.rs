@@ -322,3 +322,31 @@ async fn a_spinning_skill_does_not_starve_other_calls() {
         ));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_instance_pool_queues_instead_of_failing() {
+    let rt = Runtime::new(RuntimeConfig {
+        pool_instances: 2,
+        cache_dir: Some(crate::support::cache_dir()),
+        ..RuntimeConfig::default()
+    })
+    .unwrap();
+    let skill = rt
+        .load("hostile", &wasm("hostile"), SkillSettings::default())
+        .await
+        .unwrap();
+    let sleepers: Vec<_> = (0..2)
+        .map(|_| {
+            let s = skill.clone();
+            tokio::spawn(async move { call(&s, "sleep", json!({"ms": 300})).await })
+        })
+        .collect();
+    wait_until("both pool slots taken", || rt.free_slots() == 0).await;
+    // The pool has no free instance: this call waits for one rather than failing.
+    let third = call(&skill, "ok", json!({})).await;
+    assert_eq!(third.unwrap().value, json!({"ok": true}));
+    for s in sleepers {
+        assert!(s.await.unwrap().is_ok());
+    }
+    assert!(skill.health().healthy);
+}

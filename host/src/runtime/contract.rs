@@ -23,6 +23,8 @@ pub const MAX_TOOLS: usize = 256;
 pub const MAX_DESCRIPTION: usize = 8 * 1024;
 /// Largest schema, in bytes of JSON text.
 pub const MAX_SCHEMA: usize = 64 * 1024;
+/// Compiled size limit of one `pattern` regex, in bytes.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// The only `$schema` accepted (when present).
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
 
@@ -214,7 +216,11 @@ fn parse_schema(
     jsonschema::draft202012::meta::validator()
         .validate(&schema)
         .map_err(|e| bad(format!("is not a valid JSON Schema: {e}")))?;
-    let validator = jsonschema::draft202012::new(&schema)
+    // `pattern` uses the linear-time regex engine: arguments come from agents and schemas
+    // from skills, and neither may make the host backtrack for ever.
+    let validator = jsonschema::draft202012::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex().size_limit(REGEX_SIZE_LIMIT))
+        .build(&schema)
         .map_err(|e| bad(format!("cannot be compiled: {e}")))?;
     Ok((schema, validator))
 }
@@ -255,6 +261,28 @@ mod tests {
         assert!(err.contains("/n"), "{err}");
         assert!(tools[0].check_arguments(&serde_json::json!({})).is_err());
         assert!(tools[0].check_arguments(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn patterns_use_a_linear_time_engine() {
+        // Catastrophic for a backtracking engine; linear for the regex crate.
+        let schema =
+            r#"{"type":"object","properties":{"s":{"type":"string","pattern":"^(a+)+$"}}}"#;
+        let tools = validate_tools(vec![tool("p", schema)]).unwrap();
+        let evil = format!("{}!", "a".repeat(50_000));
+        let err = tools[0]
+            .check_arguments(&serde_json::json!({ "s": evil }))
+            .unwrap_err();
+        assert!(err.contains("/s"), "{err}");
+        assert!(
+            tools[0]
+                .check_arguments(&serde_json::json!({"s": "aaa"}))
+                .is_ok()
+        );
+        // Backtracking-only syntax is refused when the skill loads.
+        let lookahead =
+            r#"{"type":"object","properties":{"s":{"type":"string","pattern":"(?=a)a"}}}"#;
+        assert!(validate_tools(vec![tool("p", lookahead)]).is_err());
     }
 
     #[test]

@@ -282,6 +282,9 @@ impl Drop for EpochTicker {
 
 struct RuntimeInner {
     engine: Engine,
+    /// One permit per pooled component instance: calls wait here (bounded by their queue
+    /// timeout) instead of failing when the pool is exhausted.
+    slots: Arc<Semaphore>,
     linker: Linker<SkillState>,
     cache: Option<ArtifactCache>,
     config: RuntimeConfig,
@@ -352,6 +355,7 @@ impl Runtime {
         }
         Ok(Self {
             inner: Arc::new(RuntimeInner {
+                slots: Arc::new(Semaphore::new(config.pool_instances.max(1) as usize)),
                 engine,
                 linker,
                 cache,
@@ -364,6 +368,11 @@ impl Runtime {
     /// The engine (for diagnostics and benchmarks).
     pub fn engine(&self) -> &Engine {
         &self.inner.engine
+    }
+
+    /// Pooled instance slots not in use (running calls and idle warm instances hold one).
+    pub fn free_slots(&self) -> usize {
+        self.inner.slots.available_permits()
     }
 
     /// The compile cache, if configured.
@@ -415,6 +424,13 @@ impl Runtime {
         let name: Arc<str> = Arc::from(name);
         let outbound = Arc::new(settings.outbound.clone());
         let raw = {
+            let _slot = tokio::time::timeout(
+                settings.limits.queue_timeout,
+                self.inner.slots.clone().acquire_owned(),
+            )
+            .await
+            .map_err(|_| LoadError::Describe("the instance pool stayed full".into()))?
+            .map_err(|_| LoadError::Describe("the runtime is shutting down".into()))?;
             let mut store = new_store(
                 engine,
                 &name,
@@ -535,6 +551,8 @@ struct HealthState {
 struct WarmInstance {
     store: Store<SkillState>,
     instance: SkillBindings,
+    /// The pool slot this idle instance occupies; released when it is dropped.
+    _slot: OwnedSemaphorePermit,
 }
 
 struct SkillInner {
@@ -699,6 +717,36 @@ impl Skill {
         }
     }
 
+    /// Takes a pool slot. When the pool is full, idle warm instances of this skill are
+    /// evicted first; then the call waits (backpressure) up to the queue timeout.
+    async fn slot(&self) -> Result<OwnedSemaphorePermit, CallError> {
+        let slots = &self.inner.runtime.slots;
+        loop {
+            if let Ok(permit) = slots.clone().try_acquire_owned() {
+                return Ok(permit);
+            }
+            let evicted = {
+                let mut warm = lock(&self.inner.warm);
+                warm.values_mut().find_map(Vec::pop)
+            };
+            if evicted.is_none() {
+                break;
+            }
+        }
+        match tokio::time::timeout(
+            self.inner.settings.limits.queue_timeout,
+            slots.clone().acquire_owned(),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(CallError::Unavailable(
+                "the runtime is shutting down".into(),
+            )),
+            Err(_) => Err(CallError::Busy),
+        }
+    }
+
     fn new_store(&self) -> Store<SkillState> {
         new_store(
             &self.inner.runtime.engine,
@@ -738,6 +786,7 @@ impl Skill {
         tool: &str,
         arguments: &str,
     ) -> Result<(Invocation, Option<u64>), CallError> {
+        let _slot = self.slot().await?;
         let mut store = self.new_store();
         let instance = match self.instantiate(&mut store).await {
             Err(CallError::Trap(kind)) => return Ok((Invocation::Trapped(kind), None)),
@@ -767,12 +816,17 @@ impl Skill {
                 w
             }
             None => {
+                let slot = self.slot().await?;
                 let mut store = self.new_store();
                 let instance = match self.instantiate(&mut store).await {
                     Err(CallError::Trap(kind)) => return Ok((Invocation::Trapped(kind), None)),
                     other => other?,
                 };
-                WarmInstance { store, instance }
+                WarmInstance {
+                    store,
+                    instance,
+                    _slot: slot,
+                }
             }
         };
         let result = warm
