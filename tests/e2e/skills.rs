@@ -1,6 +1,6 @@
 //! Every tool of every first-party skill (and the example), called through the runtime.
 
-use crate::support::{call, load, ok};
+use crate::support::{call, load, ok, tool_error};
 use serde_json::{Value, json};
 use warden::runtime::{CallError, OutboundPolicy, SkillSettings, ToolErrorKind};
 
@@ -37,15 +37,14 @@ async fn hello_example_greets_and_validates() {
         other => panic!("expected invalid arguments, got {other:?}"),
     }
     // The tool's own validation reaches the caller as a typed tool error.
-    match call(&skill, "greet", json!({"name": "  "})).await {
-        Err(CallError::Tool {
-            kind: ToolErrorKind::InvalidArguments,
-            message,
-        }) => {
-            assert_eq!(message, "name must not be empty")
-        }
-        other => panic!("expected a tool error, got {other:?}"),
-    }
+    let message = tool_error(
+        &skill,
+        "greet",
+        json!({"name": "  "}),
+        ToolErrorKind::InvalidArguments,
+    )
+    .await;
+    assert_eq!(message, "name must not be empty");
     assert!(matches!(
         call(&skill, "nope", json!({})).await,
         Err(CallError::UnknownTool(t)) if t == "nope"
@@ -120,13 +119,14 @@ async fn text_skill_every_tool() {
     )
     .await;
     assert_eq!(url["text"], "Pz8-");
-    assert!(matches!(
-        call(&skill, "base64", json!({"text": "***", "mode": "decode"})).await,
-        Err(CallError::Tool {
-            kind: ToolErrorKind::InvalidArguments,
-            ..
-        })
-    ));
+    let message = tool_error(
+        &skill,
+        "base64",
+        json!({"text": "***", "mode": "decode"}),
+        ToolErrorKind::InvalidArguments,
+    )
+    .await;
+    assert!(message.contains("not valid base64"), "{message}");
 
     assert_eq!(
         ok(&skill, "hash", json!({"text": "abc"})).await["hex"],
@@ -186,15 +186,14 @@ async fn text_skill_every_tool() {
         json!({"start": 0, "end": 5, "text": "id=12", "groups": ["12"]})
     );
     assert_eq!(found["matches"][1]["groups"][0], "345");
-    match call(&skill, "regex_find", json!({"text": "x", "pattern": "("})).await {
-        Err(CallError::Tool {
-            kind: ToolErrorKind::InvalidArguments,
-            message,
-        }) => {
-            assert!(message.contains("bad pattern"), "{message}")
-        }
-        other => panic!("expected a bad pattern error, got {other:?}"),
-    }
+    let message = tool_error(
+        &skill,
+        "regex_find",
+        json!({"text": "x", "pattern": "("}),
+        ToolErrorKind::InvalidArguments,
+    )
+    .await;
+    assert!(message.contains("bad pattern"), "{message}");
 }
 
 /// A loopback HTTP server for the http skill.
@@ -292,80 +291,48 @@ async fn http_skill_every_tool_through_the_outbound_policy() {
     )
     .await;
     assert_eq!(doc["hello"], "world");
-    match call(
+    let message = tool_error(
         &skill,
         "get_json",
         json!({"url": format!("http://{addr}/fail")}),
+        ToolErrorKind::Failed,
     )
-    .await
-    {
-        Err(CallError::Tool {
-            kind: ToolErrorKind::Failed,
-            message,
-        }) => {
-            assert!(message.contains("500"), "{message}")
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
-    match call(
+    .await;
+    assert!(message.contains("500"), "{message}");
+    let message = tool_error(
         &skill,
         "request",
         json!({"url": format!("http://{addr}/big"), "max_bytes": 1000}),
+        ToolErrorKind::Failed,
     )
-    .await
-    {
-        Err(CallError::Tool {
-            kind: ToolErrorKind::Failed,
-            message,
-        }) => {
-            assert!(message.contains("larger than 1000"), "{message}")
-        }
-        other => panic!("expected a size failure, got {other:?}"),
-    }
-    match call(&skill, "request", json!({"url": "ftp://x/"})).await {
-        Err(CallError::Tool {
-            kind: ToolErrorKind::InvalidArguments,
-            ..
-        }) => {}
-        other => panic!("expected invalid arguments, got {other:?}"),
-    }
+    .await;
+    assert!(message.contains("larger than 1000"), "{message}");
+    tool_error(
+        &skill,
+        "request",
+        json!({"url": "ftp://x/"}),
+        ToolErrorKind::InvalidArguments,
+    )
+    .await;
 
     // Deny by default: the same skill without an allow-list reaches nothing.
     let closed = load("http", SkillSettings::default()).await;
-    let denied = call(
+    tool_error(
         &closed,
         "request",
         json!({"url": format!("http://{addr}/json")}),
+        ToolErrorKind::Denied,
     )
     .await;
-    assert!(
-        matches!(
-            &denied,
-            Err(CallError::Tool {
-                kind: ToolErrorKind::Denied,
-                ..
-            })
-        ),
-        "{denied:?}"
-    );
     // Allow-listed but loopback: refused unless private destinations are allowed.
     let private = load("http", allow(addr, false)).await;
-    let denied = call(
+    tool_error(
         &private,
         "get_json",
         json!({"url": format!("http://{addr}/json")}),
+        ToolErrorKind::Denied,
     )
     .await;
-    assert!(
-        matches!(
-            &denied,
-            Err(CallError::Tool {
-                kind: ToolErrorKind::Denied,
-                ..
-            })
-        ),
-        "{denied:?}"
-    );
 }
 
 #[tokio::test]

@@ -143,3 +143,19 @@ pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
+
+/// Calls a tool that must fail with a tool error of `kind`; returns the message.
+pub async fn tool_error(
+    skill: &Skill,
+    tool: &str,
+    args: Value,
+    kind: warden::runtime::ToolErrorKind,
+) -> String {
+    match call(skill, tool, args).await {
+        Err(CallError::Tool { kind: k, message }) if k == kind => message,
+        other => panic!(
+            "{}::{tool}: expected a {kind:?} tool error, got {other:?}",
+            skill.name()
+        ),
+    }
+}
