@@ -21,6 +21,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Start the gateway: MCP over Streamable HTTP with the installed skills.
+    Up {
+        /// Data directory (store, installed skills, compile cache).
+        #[arg(long, env = "WARDEN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address to listen on (loopback by default).
+        #[arg(long, default_value = "127.0.0.1:7878", env = "WARDEN_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// Browser origin allowed to call /mcp (repeatable; none by default).
+        #[arg(long = "allow-origin")]
+        allowed_origins: Vec<String>,
+        /// Rebuild the first-party skills from source.
+        #[arg(long)]
+        rebuild_skills: bool,
+        /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
+        #[arg(long, default_value_t = 10)]
+        drain_secs: u64,
+    },
     /// Write, build and try skills.
     #[command(subcommand)]
     Skill(SkillCommand),
@@ -92,6 +110,19 @@ pub fn main() -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
+        Command::Up {
+            data_dir,
+            listen,
+            allowed_origins,
+            rebuild_skills,
+            drain_secs,
+        } => rt.block_on(crate::up::up(crate::up::UpOptions {
+            data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
+            listen,
+            allowed_origins,
+            rebuild_skills,
+            drain: std::time::Duration::from_secs(drain_secs),
+        })),
         Command::Skill(cmd) => rt.block_on(skill(cmd)),
     }
 }

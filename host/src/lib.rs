@@ -1,11 +1,17 @@
 //! warden: the MCP control plane in one binary.
 //!
 //! This crate is both the `warden` binary and its library. Modules follow the request path
-//! (see `ARCHITECTURE.md`): today the sandboxed skill [`runtime`], plus the author tooling
+//! (see `ARCHITECTURE.md`): [`transport`] -> [`auth`] -> [`gateway`] -> [`runtime`], with
+//! [`storage`] underneath; [`up`] assembles them into the running gateway. The author tooling
 //! ([`toolchain`] to build skill components, [`scaffold`] to start a skill crate) and the
-//! [`cli`] that ties them together.
+//! [`cli`] complete the binary.
 
+pub mod auth;
 pub mod cli;
+pub mod gateway;
 pub mod runtime;
 pub mod scaffold;
+pub mod storage;
 pub mod toolchain;
+pub mod transport;
+pub mod up;

@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod cli;
+mod gateway;
 mod hostile;
 mod skills;
 mod support;

@@ -1,0 +1,169 @@
+//! Streamable HTTP: `/mcp` (rmcp's `StreamableHttpService`, both spec eras on one endpoint),
+//! health and readiness, and RFC 9728 protected-resource metadata.
+//!
+//! Invariants: every `/mcp` request passes the bearer-token layer before rmcp sees it (401
+//! with `WWW-Authenticate: Bearer resource_metadata=...` otherwise); any `Origin` header not on
+//! the allow-list is refused (403); the `Host` header must be a loopback name unless
+//! configured; bodies over the limit get 413; sockets use TCP_NODELAY; shutdown stops
+//! accepting, cancels open streams and waits for in-flight calls up to a drain window.
+//!
+//! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools, and
+//! resource exhaustion through oversized requests.
+
+use crate::auth::{self, AuthError};
+use crate::gateway::Gateway;
+use crate::gateway::mcp::McpHandler;
+use crate::storage::Store;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// What the HTTP transport needs.
+#[derive(Clone)]
+pub struct HttpState {
+    /// Token store.
+    pub store: Arc<Store>,
+    /// The gateway.
+    pub gateway: Arc<Gateway>,
+    /// The public base URL (`http://127.0.0.1:7878`).
+    pub base_url: String,
+}
+
+impl HttpState {
+    fn metadata_url(&self) -> String {
+        format!("{}/.well-known/oauth-protected-resource/mcp", self.base_url)
+    }
+}
+
+async fn require_token(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let store = state.store.clone();
+    let query = req.uri().query().map(str::to_owned);
+    let outcome = tokio::task::spawn_blocking(move || {
+        auth::authenticate(&store, authorization.as_deref(), query.as_deref())
+    })
+    .await;
+    match outcome {
+        Ok(Ok(principal)) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Ok(Err(AuthError::Store(e))) => {
+            tracing::error!(error = %e, "token store failed; refusing request");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Ok(Err(e)) => {
+            let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
+            if !matches!(e, AuthError::Missing) {
+                challenge.push_str(", error=\"invalid_token\"");
+            }
+            let mut resp = (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+            if let Ok(v) = HeaderValue::from_str(&challenge) {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            }
+            resp
+        }
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
+async fn resource_metadata(State(state): State<HttpState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "resource": format!("{}/mcp", state.base_url),
+        "authorization_servers": [],
+        "bearer_methods_supported": ["header"],
+        "resource_name": "warden",
+    }))
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let tools = state.gateway.catalog.list().len();
+    if tools == 0 {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no tools installed").into_response();
+    }
+    Json(serde_json::json!({"ready": true, "tools": tools})).into_response()
+}
+
+/// Builds the router. `shutdown` ends open MCP streams.
+pub fn router(
+    state: HttpState,
+    allowed_origins: Vec<String>,
+    shutdown: CancellationToken,
+) -> Router {
+    let gateway = state.gateway.clone();
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_origins(allowed_origins)
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        .with_cancellation_token(shutdown);
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpHandler::new(gateway.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let protected =
+        Router::new()
+            .nest_service("/mcp", mcp)
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                require_token,
+            ));
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_metadata),
+        )
+        .with_state(state)
+        .merge(protected)
+}
+
+/// Serves until `shutdown` is cancelled, then drains in-flight requests for up to `drain`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "TCP_NODELAY failed");
+        }
+    });
+    let signal = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { signal.cancelled().await });
+    let server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = server => r,
+        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+            tracing::warn!("drain window over; closing remaining connections");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Transports: the only place that knows wire formats. Today Streamable HTTP (`http`).
+
+pub mod http;

@@ -1,0 +1,216 @@
+//! `warden up`: initialise or reuse a data directory, install the first-party skills, issue
+//! the local agent's token on first start, and serve the gateway until SIGINT/SIGTERM.
+//!
+//! Invariants: the data directory is 0700 and every file holding keys or tokens is 0600;
+//! the local agent's token is printed once and only its hash is stored; a later start reuses
+//! the installed components and the compile cache, so it does not rebuild or recompile.
+
+use crate::gateway::{Catalog, Gateway};
+use crate::runtime::{Runtime, RuntimeConfig, SkillSettings};
+use crate::storage::{SkillRecord, Store};
+use crate::toolchain::{self, Install};
+use crate::transport::http::{self, HttpState};
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// First-party skills installed by `warden up`, under the `warden` namespace.
+pub const FIRST_PARTY: &[&str] = &["http", "text"];
+/// Namespace of first-party skills.
+pub const FIRST_PARTY_NAMESPACE: &str = "warden";
+
+/// Options of `warden up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Browser origins allowed to call `/mcp` (none by default).
+    pub allowed_origins: Vec<String>,
+    /// Rebuild the first-party skills from source even if installed.
+    pub rebuild_skills: bool,
+    /// How long in-flight calls may finish after a shutdown signal.
+    pub drain: Duration,
+}
+
+/// The default data directory: `$XDG_DATA_HOME/warden` or `~/.local/share/warden`.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("warden")
+}
+
+fn private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+fn skills_source() -> Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
+    if !dir.exists() {
+        bail!(
+            "the first-party skill sources ({}) are not available to build from",
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Builds (if needed) and installs the first-party skills.
+async fn install_first_party(
+    runtime: &Runtime,
+    store: &Store,
+    catalog: &Catalog,
+    data_dir: &Path,
+    rebuild: bool,
+) -> Result<()> {
+    let skills_dir = data_dir.join("skills");
+    private_dir(&skills_dir)?;
+    let mut toolchain = None;
+    for name in FIRST_PARTY {
+        let component = skills_dir.join(format!("{name}.wasm"));
+        if rebuild || !component.exists() {
+            if toolchain.is_none() {
+                toolchain = Some(
+                    tokio::task::spawn_blocking(|| toolchain::resolve(Install::IfPossible))
+                        .await??,
+                );
+            }
+            let Some(tc) = toolchain.clone() else {
+                continue;
+            };
+            let src = skills_source()?.join(name);
+            let target = std::env::var_os("WARDEN_WASM_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| data_dir.join("build"));
+            eprintln!("warden: building first-party skill `{name}`...");
+            let built =
+                tokio::task::spawn_blocking(move || toolchain::build(&tc, &src, &target)).await??;
+            std::fs::copy(&built.wasm, &component)?;
+        }
+        let wasm = std::fs::read(&component)?;
+        let skill = runtime
+            .load(name, &wasm, SkillSettings::default())
+            .await
+            .with_context(|| format!("loading first-party skill `{name}`"))?;
+        catalog.install(FIRST_PARTY_NAMESPACE, skill.clone())?;
+        store.put_skill(
+            name,
+            &SkillRecord {
+                namespace: FIRST_PARTY_NAMESPACE.into(),
+                digest: skill.digest().to_owned(),
+                component,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the gateway until a shutdown signal.
+pub async fn up(opts: UpOptions) -> Result<()> {
+    private_dir(&opts.data_dir)?;
+    let store = Arc::new(Store::open(&opts.data_dir.join("warden.redb"))?);
+    let runtime = Runtime::new(RuntimeConfig {
+        cache_dir: Some(opts.data_dir.join("compiled")),
+        ..RuntimeConfig::default()
+    })?;
+    let catalog = Arc::new(Catalog::new());
+    install_first_party(
+        &runtime,
+        &store,
+        &catalog,
+        &opts.data_dir,
+        opts.rebuild_skills,
+    )
+    .await?;
+    let first_start = store.token_count()? == 0;
+    let token = if first_start {
+        Some(crate::auth::issue_agent_token(&store, "local")?)
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("binding {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let base_url = format!("http://{addr}");
+    let url = format!("{base_url}/mcp");
+    let shutdown = CancellationToken::new();
+    let state = HttpState {
+        store: store.clone(),
+        gateway: Arc::new(Gateway {
+            catalog: catalog.clone(),
+        }),
+        base_url,
+    };
+    let app = http::router(state, opts.allowed_origins.clone(), shutdown.clone());
+
+    println!("warden is up ({} tools)", catalog.list().len());
+    println!("  data dir: {}", opts.data_dir.display());
+    println!("  MCP URL:  {url}");
+    match &token {
+        Some(token) => {
+            println!("  token:    {token}");
+            println!("            (local agent; shown once, only its hash is stored)");
+            let snippet = serde_json::json!({
+                "mcpServers": {
+                    "warden": {
+                        "type": "http",
+                        "url": url,
+                        "headers": { "Authorization": format!("Bearer {token}") }
+                    }
+                }
+            });
+            println!("  client config:");
+            println!("{}", serde_json::to_string_pretty(&snippet)?);
+        }
+        None => println!("  token:    issued at first start (only its hash is stored)"),
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("warden: shutting down (draining in-flight calls)");
+        signal.cancel();
+    });
+    http::serve(listener, app, shutdown, opts.drain).await?;
+    drop(store);
+    eprintln!("warden: stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,406 @@
+//! `warden up` as a user runs it, driven by the official TypeScript MCP SDKs and by raw HTTP.
+
+use crate::support::{component, repo_root, warden_bin, wasm_target_dir};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A running `warden up` on a loopback port with its own data dir.
+struct Up {
+    child: Child,
+    url: String,
+    token: Option<String>,
+    addr: String,
+}
+
+impl Up {
+    fn start(data_dir: &std::path::Path) -> Up {
+        // The shared setup builds the skills (and installs the wasm toolchain if needed).
+        let _ = component("text");
+        let mut child = Command::new(warden_bin())
+            .args([
+                "up",
+                "--listen",
+                "127.0.0.1:0",
+                "--drain-secs",
+                "5",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("WARDEN_WASM_TARGET_DIR", wasm_target_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut url, mut token) = (None, None);
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while url.is_none() || (token.is_none() && Instant::now() < deadline) {
+            let Some(Ok(line)) = lines.next() else {
+                panic!("warden up exited before it was ready");
+            };
+            let line = line.trim().to_owned();
+            if let Some(u) = line.strip_prefix("MCP URL:") {
+                url = Some(u.trim().to_owned());
+            } else if let Some(t) = line.strip_prefix("token:") {
+                let t = t.trim();
+                if t.starts_with("wdn_at_") {
+                    token = Some(t.to_owned());
+                }
+                if url.is_some() {
+                    break;
+                }
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = url.unwrap();
+        let addr = url
+            .trim_start_matches("http://")
+            .trim_end_matches("/mcp")
+            .to_owned();
+        Up {
+            child,
+            url,
+            token,
+            addr,
+        }
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "warden did not stop after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn npm_ready() -> &'static std::path::Path {
+    static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("tests/clients");
+        if !dir
+            .join("node_modules/@modelcontextprotocol/client")
+            .exists()
+        {
+            let status = Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+                .current_dir(&dir)
+                .status()
+                .expect("npm is needed for the MCP client tests");
+            assert!(status.success(), "npm ci failed");
+        }
+        dir
+    })
+}
+
+fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
+    let dir = npm_ready();
+    let mut cmd = Command::new("node");
+    cmd.current_dir(dir)
+        .arg("mcp-check.mjs")
+        .args(["--url", &up.url, "--client", client]);
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+fn text_of(result: &Value) -> String {
+    result["content"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn check_report(report: &Value, expect_version: &str) {
+    assert!(report.get("error").is_none(), "{report}");
+    assert!(report.get("connectError").is_none(), "{report}");
+    assert_eq!(report["protocolVersion"], expect_version, "{report}");
+    let names: Vec<&str> = report["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "warden_http__get_json",
+        "warden_http__request",
+        "warden_text__stats",
+        "warden_text__hash",
+        "warden_text__regex_find",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for name in &names {
+        assert!(
+            name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "{name}"
+        );
+    }
+    // Structured content plus a text block for a tool with an output schema.
+    let stats = &report["stats"];
+    assert_eq!(stats["isError"], false, "{stats}");
+    assert_eq!(
+        stats["structuredContent"],
+        json!({"chars": 18, "bytes": 18, "words": 3, "lines": 1})
+    );
+    let text: Value = serde_json::from_str(&text_of(stats)).unwrap();
+    assert_eq!(text, stats["structuredContent"]);
+    assert_eq!(
+        report["hash"]["structuredContent"]["hex"],
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+    // A failing tool (outbound HTTP denied by default) is an isError result, not a protocol error.
+    assert_eq!(report["http"]["isError"], true, "{}", report["http"]);
+    assert!(
+        text_of(&report["http"]).contains("denied"),
+        "{}",
+        report["http"]
+    );
+    // Schema violations reach the model as a correctable tool error.
+    assert_eq!(report["badArgs"]["isError"], true);
+    assert!(text_of(&report["badArgs"]).contains("invalid arguments"));
+    // An unknown tool is a JSON-RPC error.
+    assert_eq!(
+        report["unknownTool"]["code"], -32602,
+        "{}",
+        report["unknownTool"]
+    );
+}
+
+#[test]
+fn typescript_clients_call_tools_in_both_protocol_eras() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let token = up.token.clone().expect("first start prints a token");
+
+    let v1 = ts_client(&up, "v1", Some(&token));
+    check_report(&v1, "2025-11-25");
+    assert!(
+        v1["sessionId"].is_string(),
+        "the 2025-11-25 era uses sessions: {v1}"
+    );
+
+    let legacy = ts_client(&up, "v2-legacy", Some(&token));
+    check_report(&legacy, "2025-11-25");
+
+    let modern = ts_client(&up, "v2-modern", Some(&token));
+    check_report(&modern, "2026-07-28");
+
+    // Without a token, or with a wrong one, the client cannot connect.
+    for bad in [
+        None,
+        Some("wdn_at_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+    ] {
+        let report = ts_client(&up, "v1", bad);
+        assert_eq!(report["connectErrorCode"], 401, "{report}");
+        assert!(report.get("tools").is_none(), "{report}");
+    }
+    assert!(up.stop().success());
+}
+
+/// A one-shot HTTP/1.1 request over loopback; returns status, headers (lower-case) and body.
+fn raw(addr: &str, request: &str) -> (u16, Vec<(String, String)>, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn post(
+    addr: &str,
+    token: Option<&str>,
+    extra: &str,
+    body: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    raw(
+        addr,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\n{auth}{extra}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+
+#[test]
+fn protocol_errors_and_refusals_then_a_normal_call_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    let token = up.token.clone().unwrap();
+    let addr = up.addr.clone();
+
+    // No token: 401 with the RFC 9728 pointer.
+    let (status, headers, _) = post(&addr, None, "", INIT);
+    assert_eq!(status, 401);
+    let challenge = headers
+        .iter()
+        .find(|(k, _)| k == "www-authenticate")
+        .unwrap()
+        .1
+        .clone();
+    assert!(
+        challenge.starts_with("Bearer resource_metadata=\""),
+        "{challenge}"
+    );
+    assert!(
+        challenge.contains("/.well-known/oauth-protected-resource"),
+        "{challenge}"
+    );
+    let (status, _, body) = raw(
+        &addr,
+        &format!(
+            "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        ),
+    );
+    assert_eq!(status, 200);
+    let meta: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(meta["resource"], up.url);
+
+    // A token in the query string is refused even when the header is valid.
+    let (status, _, _) = raw(
+        &addr,
+        &format!(
+            "POST /mcp?access_token={token} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{INIT}",
+            INIT.len()
+        ),
+    );
+    assert_eq!(status, 401);
+
+    // A browser origin that is not allowed: 403.
+    let (status, _, _) = post(&addr, Some(&token), "Origin: http://evil.example\r\n", INIT);
+    assert_eq!(status, 403);
+
+    // An oversized body: 413.
+    let big = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"ping","params":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let (status, _, _) = post(&addr, Some(&token), "", &big);
+    assert_eq!(status, 413);
+
+    // Malformed JSON is refused without taking the gateway down.
+    let (status, _, _) = post(&addr, Some(&token), "", "{not json");
+    assert!((400..500).contains(&status), "{status}");
+
+    // An unknown session id.
+    let (status, _, _) = post(
+        &addr,
+        Some(&token),
+        "Mcp-Session-Id: 00000000-0000-0000-0000-000000000000\r\n",
+        r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+    );
+    assert!(status == 404 || status == 400, "{status}");
+
+    // Health and readiness.
+    let (status, _, body) = raw(
+        &addr,
+        &format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = raw(
+        &addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(status, 200);
+
+    // After all of that, a real client still works.
+    let report = ts_client(&up, "v1", Some(&token));
+    check_report(&report, "2025-11-25");
+    assert!(up.stop().success());
+}
+
+#[test]
+fn a_second_start_reuses_the_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Up::start(dir.path());
+    let token = first.token.clone().unwrap();
+    assert!(first.stop().success());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(mode(&dir.path().join("warden.redb")), 0o600);
+        assert_eq!(mode(&dir.path().join("compiled/cache.key")), 0o600);
+    }
+    // The token is stored only as a hash.
+    let db = std::fs::read(dir.path().join("warden.redb")).unwrap();
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "token found in the store file"
+    );
+
+    let second = Up::start(dir.path());
+    assert!(
+        second.token.is_none(),
+        "the token is shown once, at first start"
+    );
+    let report = ts_client(&second, "v1", Some(&token));
+    check_report(&report, "2025-11-25");
+    assert!(second.stop().success());
+}
