@@ -343,9 +343,52 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
     let (status, _, _) = post(&addr, Some(&token), "", &big);
     assert_eq!(status, 413);
 
-    // Malformed JSON is refused without taking the gateway down.
-    let (status, _, _) = post(&addr, Some(&token), "", "{not json");
-    assert!((400..500).contains(&status), "{status}");
+    // JSON-RPC errors: parse error, invalid request, unknown method, invalid params.
+    let rpc_error = |body: &str| -> (u16, Value) {
+        let (status, _, text) = post(&addr, Some(&token), "", body);
+        let json = text
+            .lines()
+            .find_map(|l| serde_json::from_str::<Value>(l.trim_start_matches("data: ")).ok())
+            .unwrap_or(Value::Null);
+        (status, json)
+    };
+    let (status, body) = rpc_error("{not json");
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32700)),
+        "{body}"
+    );
+    let (status, body) = rpc_error(r#"{"hello":"world"}"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{body}"
+    );
+    let (status, body) = rpc_error(r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#);
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600)),
+        "{body}"
+    );
+    let modern = |method: &str, params: &str| {
+        format!(r#"{{"jsonrpc":"2.0","id":9,"method":"{method}","params":{params}}}"#)
+    };
+    let meta = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let (_, body) = rpc_error(&modern("tools/call", r#"{"nome":"x"}"#));
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    assert_eq!(body["id"], 9);
+    let (_, body) = rpc_error(&modern(
+        "tools/call",
+        r#"{"name":"warden_text__stats","arguments":"zzz"}"#,
+    ));
+    assert_eq!(body["error"]["code"], -32602, "{body}");
+    let (status, _, text) = post(
+        &addr,
+        Some(&token),
+        "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: nope/nope\r\n",
+        &modern("nope/nope", &format!("{{{meta}}}")),
+    );
+    assert!(text.contains("-32601"), "{status} {text}");
 
     // An unknown session id.
     let (status, _, _) = post(

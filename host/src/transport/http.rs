@@ -117,13 +117,14 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let protected =
-        Router::new()
-            .nest_service("/mcp", mcp)
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                require_token,
-            ));
+    // Layers run outside-in: authentication first, then the JSON-RPC guard, then rmcp.
+    let protected = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn(super::jsonrpc::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
