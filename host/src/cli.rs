@@ -39,6 +39,16 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
     },
+    /// Bridge stdio to a gateway: for MCP clients that only launch stdio servers.
+    Connect {
+        /// The gateway's MCP URL.
+        #[arg(long, env = "WARDEN_URL")]
+        url: String,
+        /// The agent token (prefer the environment variable: arguments are visible to
+        /// other local users).
+        #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
+        token: String,
+    },
     /// Write, build and try skills.
     #[command(subcommand)]
     Skill(SkillCommand),
@@ -123,6 +133,12 @@ pub fn main() -> Result<()> {
             rebuild_skills,
             drain: std::time::Duration::from_secs(drain_secs),
         })),
+        Command::Connect { url, token } => {
+            let url: http::Uri = url.parse().context("--url is not a valid URL")?;
+            rt.block_on(crate::transport::stdio::run(
+                crate::transport::stdio::BridgeConfig { url, token },
+            ))
+        }
         Command::Skill(cmd) => rt.block_on(skill(cmd)),
     }
 }

@@ -2,11 +2,13 @@
 // report on stdout. The Rust end-to-end tests (tests/e2e/gateway.rs) run this and assert on
 // the report.
 //
-//   node mcp-check.mjs --url URL [--token T] --client v1|v2-legacy|v2-modern
+//   node mcp-check.mjs --url URL [--token T] --client v1|v2-legacy|v2-modern|v1-stdio
+//                      [--bridge PATH_TO_WARDEN]
 //
 // v1        @modelcontextprotocol/sdk 1.x (protocol 2025-11-25: initialize, session, SSE)
 // v2-legacy @modelcontextprotocol/client 2.x, legacy negotiation
 // v2-modern @modelcontextprotocol/client 2.x pinned to 2026-07-28 (stateless)
+// v1-stdio  @modelcontextprotocol/sdk 1.x stdio client launching `warden connect`
 import { parseArgs } from "node:util";
 
 const { values } = parseArgs({
@@ -14,11 +16,26 @@ const { values } = parseArgs({
     url: { type: "string" },
     token: { type: "string" },
     client: { type: "string", default: "v1" },
+    bridge: { type: "string" },
   },
 });
 
 async function makeClient(kind) {
   const headers = values.token ? { Authorization: `Bearer ${values.token}` } : {};
+  if (kind === "v1-stdio") {
+    const { Client } = await import("@modelcontextprotocol/sdk/client/index.js");
+    const { StdioClientTransport } = await import("@modelcontextprotocol/sdk/client/stdio.js");
+    const client = new Client({ name: "warden-e2e-stdio", version: "1.0.0" });
+    const env = { ...process.env, WARDEN_URL: values.url };
+    if (values.token) env.WARDEN_TOKEN = values.token;
+    const transport = new StdioClientTransport({
+      command: values.bridge,
+      args: ["connect"],
+      env,
+      stderr: "inherit",
+    });
+    return { client, transport };
+  }
   if (kind === "v1") {
     const { Client } = await import("@modelcontextprotocol/sdk/client/index.js");
     const { StreamableHTTPClientTransport } = await import(

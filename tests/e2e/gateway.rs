@@ -122,9 +122,14 @@ fn npm_ready() -> &'static std::path::Path {
 fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
     let dir = npm_ready();
     let mut cmd = Command::new("node");
-    cmd.current_dir(dir)
-        .arg("mcp-check.mjs")
-        .args(["--url", &up.url, "--client", client]);
+    cmd.current_dir(dir).arg("mcp-check.mjs").args([
+        "--url",
+        &up.url,
+        "--client",
+        client,
+        "--bridge",
+        warden_bin(),
+    ]);
     if let Some(t) = token {
         cmd.args(["--token", t]);
     }
@@ -146,10 +151,14 @@ fn text_of(result: &Value) -> String {
         .to_owned()
 }
 
-fn check_report(report: &Value, expect_version: &str) {
+/// Checks a client report; `expect_version` is the negotiated protocol version where the
+/// client exposes it (the v1 SDK's stdio transport does not).
+fn check_report(report: &Value, expect_version: Option<&str>) {
     assert!(report.get("error").is_none(), "{report}");
     assert!(report.get("connectError").is_none(), "{report}");
-    assert_eq!(report["protocolVersion"], expect_version, "{report}");
+    if let Some(version) = expect_version {
+        assert_eq!(report["protocolVersion"], version, "{report}");
+    }
     let names: Vec<&str> = report["tools"]
         .as_array()
         .unwrap()
@@ -215,17 +224,21 @@ fn typescript_clients_call_tools_in_both_protocol_eras() {
     let token = up.token.clone().expect("first start prints a token");
 
     let v1 = ts_client(&up, "v1", Some(&token));
-    check_report(&v1, "2025-11-25");
+    check_report(&v1, Some("2025-11-25"));
     assert!(
         v1["sessionId"].is_string(),
         "the 2025-11-25 era uses sessions: {v1}"
     );
 
     let legacy = ts_client(&up, "v2-legacy", Some(&token));
-    check_report(&legacy, "2025-11-25");
+    check_report(&legacy, Some("2025-11-25"));
 
     let modern = ts_client(&up, "v2-modern", Some(&token));
-    check_report(&modern, "2026-07-28");
+    check_report(&modern, Some("2026-07-28"));
+
+    // The stdio bridge, launched by the SDK's stdio client.
+    let stdio = ts_client(&up, "v1-stdio", Some(&token));
+    check_report(&stdio, None);
 
     // Without a token, or with a wrong one, the client cannot connect.
     for bad in [
@@ -413,7 +426,7 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
 
     // After all of that, a real client still works.
     let report = ts_client(&up, "v1", Some(&token));
-    check_report(&report, "2025-11-25");
+    check_report(&report, Some("2025-11-25"));
     assert!(up.stop().success());
 }
 
@@ -444,6 +457,6 @@ fn a_second_start_reuses_the_data_dir() {
         "the token is shown once, at first start"
     );
     let report = ts_client(&second, "v1", Some(&token));
-    check_report(&report, "2025-11-25");
+    check_report(&report, Some("2025-11-25"));
     assert!(second.stop().success());
 }

@@ -1,4 +1,6 @@
-//! Transports: the only place that knows wire formats. Today Streamable HTTP (`http`).
+//! Transports: the only place that knows wire formats: Streamable HTTP (`http`, with the
+//! JSON-RPC guard in `jsonrpc`) and the stdio bridge (`stdio`, `warden connect`).
 
 pub mod http;
 pub mod jsonrpc;
+pub mod stdio;
