@@ -460,3 +460,144 @@ fn a_second_start_reuses_the_data_dir() {
     check_report(&report, Some("2025-11-25"));
     assert!(second.stop().success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connected_clients_hear_about_tool_list_changes() {
+    use std::sync::Arc;
+    use warden::gateway::{Catalog, Gateway};
+    use warden::runtime::SkillSettings;
+    use warden::transport::http::{HttpState, router, serve};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
+    let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
+    let catalog = Arc::new(Catalog::new());
+    catalog
+        .install(
+            "warden",
+            crate::support::load("text", SkillSettings::default()).await,
+        )
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let state = HttpState {
+        store,
+        gateway: Arc::new(Gateway {
+            catalog: catalog.clone(),
+        }),
+        base_url: format!("http://{addr}"),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let app = router(state, Vec::new(), shutdown.clone());
+    let server = tokio::spawn(serve(
+        listener,
+        app,
+        shutdown.clone(),
+        Duration::from_secs(2),
+    ));
+
+    // A 2025-11-25 session: initialize, initialized, then the standalone GET stream.
+    let (a, t) = (addr.clone(), token.clone());
+    let session = tokio::task::spawn_blocking(move || {
+        let (status, headers, _) = post(&a, Some(&t), "", INIT);
+        assert_eq!(status, 200);
+        let session = headers
+            .iter()
+            .find(|(k, _)| k == "mcp-session-id")
+            .unwrap()
+            .1
+            .clone();
+        let (status, _, _) = post(
+            &a,
+            Some(&t),
+            &format!("Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"),
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        );
+        assert_eq!(status, 202);
+        session
+    })
+    .await
+    .unwrap();
+    let (a, t, s) = (addr.clone(), token.clone(), session.clone());
+    let stream = tokio::task::spawn_blocking(move || {
+        let mut tcp = std::net::TcpStream::connect(&a).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        write!(
+            tcp,
+            "GET /mcp HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {t}\r\nAccept: text/event-stream\r\n\
+             Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains("notifications/tools/list_changed") {
+            let n = tcp.read(&mut buf).unwrap();
+            assert!(n > 0, "stream closed before the notification: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        seen
+    });
+    crate::support::wait_until("the session to subscribe", || catalog.subscribers() >= 1).await;
+
+    // Install another skill while the client is connected.
+    catalog
+        .install(
+            "demo",
+            crate::support::load("hello", SkillSettings::default()).await,
+        )
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(60), stream)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(seen.contains("notifications/tools/list_changed"), "{seen}");
+
+    // The new tool is listed; reinstalling the same skill replaces its tools.
+    assert!(catalog.get("demo_hello__greet").is_some());
+    let before = catalog.list().len();
+    catalog
+        .install(
+            "demo",
+            crate::support::load("hello", SkillSettings::default()).await,
+        )
+        .unwrap();
+    assert_eq!(catalog.list().len(), before);
+
+    // Names that would not fit LLM tool-name rules are refused whole, with the reason.
+    let long_name = "a-skill-with-a-very-long-name-x";
+    let skill = crate::support::runtime()
+        .load(
+            long_name,
+            &crate::support::wasm("hostile"),
+            SkillSettings::default(),
+        )
+        .await
+        .unwrap();
+    let err = catalog
+        .install("a-namespace-that-is-long-as-well", skill)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at most 64"), "{err}");
+    assert_eq!(
+        catalog.list().len(),
+        before,
+        "nothing of the refused skill was installed"
+    );
+    let bad = crate::support::runtime()
+        .load(
+            "Bad_Name",
+            &crate::support::wasm("hello"),
+            SkillSettings::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        catalog
+            .install("demo", bad)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid")
+    );
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+}

@@ -8,15 +8,17 @@
 use super::{Entry, Gateway};
 use crate::auth::Principal;
 use crate::runtime::{CallContext, CallError};
+use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
     ToolAnnotations,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 use serde_json::Value;
 use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
 
 /// One handler per MCP session or stateless request; all share the gateway.
 #[derive(Clone)]
@@ -93,6 +95,62 @@ impl ServerHandler for McpHandler {
         .with_instructions(
             "warden gateway: tools are named <namespace>_<skill>__<tool> and run in a sandbox.",
         )
+    }
+
+    /// 2025-11-25 sessions: after `initialized`, forward catalog changes to this client as
+    /// `notifications/tools/list_changed` until its transport closes.
+    async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
+        let mut changes = self.gateway.catalog.subscribe();
+        let peer = cx.peer.clone();
+        tokio::spawn(async move {
+            let mut check = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(()) | Err(RecvError::Lagged(_)) => {
+                            if peer.notify_tool_list_changed().await.is_err() {
+                                break;
+                            }
+                        }
+                        Err(RecvError::Closed) => break,
+                    },
+                    _ = check.tick() => {
+                        if peer.is_transport_closed() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// 2026-07-28: clients subscribe with `subscriptions/listen`; tool-list changes are the
+    /// notifications this server offers.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        Some(requested.supported_by(&self.get_info().capabilities))
+    }
+
+    async fn listen(&self, cx: SubscriptionContext) -> Result<(), ErrorData> {
+        if principal(cx.request_context()).is_none() {
+            return Err(ErrorData::invalid_request("not authenticated", None));
+        }
+        let mut changes = self.gateway.catalog.subscribe();
+        loop {
+            tokio::select! {
+                () = cx.cancelled() => return Ok(()),
+                change = changes.recv() => match change {
+                    Ok(()) | Err(RecvError::Lagged(_)) => cx
+                        .sink()
+                        .notify_tool_list_changed()
+                        .await
+                        .map_err(|e| ErrorData::internal_error(e.to_string(), None))?,
+                    Err(RecvError::Closed) => return Ok(()),
+                },
+            }
+        }
     }
 
     async fn list_tools(

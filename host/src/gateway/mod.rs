@@ -105,6 +105,11 @@ impl Catalog {
         self.changes.subscribe()
     }
 
+    /// Number of live subscriptions (connected clients listening for changes).
+    pub fn subscribers(&self) -> usize {
+        self.changes.receiver_count()
+    }
+
     /// Adds every tool of `skill` under `namespace`, all or nothing.
     pub fn install(&self, namespace: &str, skill: Skill) -> Result<Vec<String>, CatalogError> {
         if !valid_segment(namespace) {
