@@ -32,6 +32,9 @@ enum Command {
         /// Browser origin allowed to call /mcp (repeatable; none by default).
         #[arg(long = "allow-origin")]
         allowed_origins: Vec<String>,
+        /// Host name clients use to reach the gateway, besides localhost (repeatable).
+        #[arg(long = "public-host")]
+        public_hosts: Vec<String>,
         /// Rebuild the first-party skills from source.
         #[arg(long)]
         rebuild_skills: bool,
@@ -124,12 +127,16 @@ pub fn main() -> Result<()> {
             data_dir,
             listen,
             allowed_origins,
+            public_hosts,
             rebuild_skills,
             drain_secs,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
             data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
             listen,
-            allowed_origins,
+            access: crate::transport::http::AccessRules {
+                allowed_origins,
+                extra_hosts: public_hosts,
+            },
             rebuild_skills,
             drain: std::time::Duration::from_secs(drain_secs),
         })),

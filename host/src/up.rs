@@ -29,8 +29,8 @@ pub struct UpOptions {
     pub data_dir: PathBuf,
     /// Listen address.
     pub listen: SocketAddr,
-    /// Browser origins allowed to call `/mcp` (none by default).
-    pub allowed_origins: Vec<String>,
+    /// Origins and host names `/mcp` accepts beyond the defaults.
+    pub access: http::AccessRules,
     /// Rebuild the first-party skills from source even if installed.
     pub rebuild_skills: bool,
     /// How long in-flight calls may finish after a shutdown signal.
@@ -148,14 +148,14 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     let base_url = format!("http://{addr}");
     let url = format!("{base_url}/mcp");
     let shutdown = CancellationToken::new();
+    let streams = CancellationToken::new();
+    let gateway = Arc::new(Gateway::new(catalog.clone()));
     let state = HttpState {
         store: store.clone(),
-        gateway: Arc::new(Gateway {
-            catalog: catalog.clone(),
-        }),
+        gateway: gateway.clone(),
         base_url,
     };
-    let app = http::router(state, opts.allowed_origins.clone(), shutdown.clone());
+    let app = http::router(state, opts.access.clone(), streams.clone());
 
     println!("warden is up ({} tools)", catalog.list().len());
     println!("  data dir: {}", opts.data_dir.display());
@@ -187,7 +187,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         eprintln!("warden: shutting down (draining in-flight calls)");
         signal.cancel();
     });
-    http::serve(listener, app, shutdown, opts.drain).await?;
+    http::serve(listener, app, shutdown, streams, gateway, opts.drain).await?;
     drop(store);
     eprintln!("warden: stopped");
     Ok(())

@@ -480,19 +480,21 @@ async fn connected_clients_hear_about_tool_list_changes() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
+    let gateway = Arc::new(Gateway::new(catalog.clone()));
+    let streams = tokio_util::sync::CancellationToken::new();
     let state = HttpState {
         store,
-        gateway: Arc::new(Gateway {
-            catalog: catalog.clone(),
-        }),
+        gateway: gateway.clone(),
         base_url: format!("http://{addr}"),
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let app = router(state, Vec::new(), shutdown.clone());
+    let app = router(state, Default::default(), streams.clone());
     let server = tokio::spawn(serve(
         listener,
         app,
         shutdown.clone(),
+        streams,
+        gateway,
         Duration::from_secs(2),
     ));
 
@@ -600,4 +602,60 @@ async fn connected_clients_hear_about_tool_list_changes() {
     );
     shutdown.cancel();
     server.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_in_flight_calls() {
+    use std::sync::Arc;
+    use warden::gateway::{Catalog, Gateway};
+    use warden::runtime::SkillSettings;
+    use warden::transport::http::{HttpState, router, serve};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
+    let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
+    let catalog = Arc::new(Catalog::new());
+    let hostile = crate::support::load("hostile", SkillSettings::default()).await;
+    catalog.install("test", hostile.clone()).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let gateway = Arc::new(Gateway::new(catalog.clone()));
+    let streams = tokio_util::sync::CancellationToken::new();
+    let state = HttpState {
+        store,
+        gateway: gateway.clone(),
+        base_url: format!("http://{addr}"),
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let server = tokio::spawn(serve(
+        listener,
+        router(state, Default::default(), streams.clone()),
+        shutdown.clone(),
+        streams,
+        gateway,
+        Duration::from_secs(10),
+    ));
+
+    let (a, t) = (addr.clone(), token.clone());
+    let in_flight = tokio::task::spawn_blocking(move || {
+        let body = r#"{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"test_hostile__sleep","arguments":{"ms":600},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#;
+        post(
+            &a,
+            Some(&t),
+            "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: test_hostile__sleep\r\n",
+            body,
+        )
+    });
+    crate::support::wait_until("the call to start", || hostile.load().0 == 1).await;
+    shutdown.cancel();
+    // The in-flight call still completes with its result.
+    let (status, _, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(r#"\"ok\":true"#) || body.contains(r#""ok":true"#),
+        "{body}"
+    );
+    server.await.unwrap().unwrap();
+    // And the listener is gone.
+    assert!(std::net::TcpStream::connect(&addr).is_err());
 }

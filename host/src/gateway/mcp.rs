@@ -173,6 +173,7 @@ impl ServerHandler for McpHandler {
         let Some(principal) = principal(&cx) else {
             return Err(ErrorData::invalid_request("not authenticated", None));
         };
+        let _in_flight = self.gateway.begin_call();
         let Some(entry) = self.gateway.catalog.get(&request.name) else {
             return Err(ErrorData::invalid_params(
                 format!("unknown tool: {}", request.name),

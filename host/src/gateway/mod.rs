@@ -199,6 +199,38 @@ impl Default for Catalog {
 pub struct Gateway {
     /// The installed tools.
     pub catalog: Arc<Catalog>,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a tool call as in flight until dropped.
+pub struct InFlight<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Gateway {
+    /// A gateway over `catalog`.
+    pub fn new(catalog: Arc<Catalog>) -> Self {
+        Self {
+            catalog,
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Marks a tool call in flight (shutdown waits for these).
+    pub fn begin_call(&self) -> InFlight<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight(&self.in_flight)
+    }
+
+    /// Tool calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 #[cfg(test)]

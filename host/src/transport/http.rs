@@ -53,22 +53,19 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let store = state.store.clone();
-    let query = req.uri().query().map(str::to_owned);
-    let outcome = tokio::task::spawn_blocking(move || {
-        auth::authenticate(&store, authorization.as_deref(), query.as_deref())
-    })
-    .await;
+    // A hash and one redb point read (hot pages are cached in memory): cheap enough to run
+    // inline; a thread hop would cost more than the lookup.
+    let outcome = auth::authenticate(&state.store, authorization.as_deref(), req.uri().query());
     match outcome {
-        Ok(Ok(principal)) => {
+        Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
-        Ok(Err(AuthError::Store(e))) => {
+        Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "token store failed; refusing request");
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
             if !matches!(e, AuthError::Missing) {
                 challenge.push_str(", error=\"invalid_token\"");
@@ -79,7 +76,6 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
             }
             resp
         }
-        Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
 }
 
@@ -100,18 +96,35 @@ async fn ready(State(state): State<HttpState>) -> Response {
     Json(serde_json::json!({"ready": true, "tools": tools})).into_response()
 }
 
-/// Builds the router. `shutdown` ends open MCP streams.
-pub fn router(
-    state: HttpState,
-    allowed_origins: Vec<String>,
-    shutdown: CancellationToken,
-) -> Router {
+/// Which browser origins and `Host` names `/mcp` accepts.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    /// Browser origins allowed to call `/mcp` (any other `Origin` gets 403).
+    pub allowed_origins: Vec<String>,
+    /// Host names accepted in addition to the loopback names (for a gateway reached under
+    /// another name; DNS-rebinding protection otherwise refuses them).
+    pub extra_hosts: Vec<String>,
+}
+
+/// Loopback names always accepted in the `Host` header.
+pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// Builds the router. Cancelling `streams` ends open MCP streams and sessions.
+pub fn router(state: HttpState, access: AccessRules, streams: CancellationToken) -> Router {
     let gateway = state.gateway.clone();
+    let hosts: Vec<String> = LOOPBACK_HOSTS
+        .iter()
+        .map(|h| (*h).to_owned())
+        .chain(access.extra_hosts)
+        .collect();
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_origins(allowed_origins)
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(access.allowed_origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(MAX_BODY_BYTES)
-        .with_cancellation_token(shutdown);
+        // Stateless (2026-07-28) calls answer with plain JSON, not a one-event SSE stream.
+        .with_json_response(true)
+        .with_cancellation_token(streams);
     let mcp = StreamableHttpService::new(
         move || Ok(McpHandler::new(gateway.clone())),
         Arc::new(LocalSessionManager::default()),
@@ -140,11 +153,16 @@ pub fn router(
         .merge(protected)
 }
 
-/// Serves until `shutdown` is cancelled, then drains in-flight requests for up to `drain`.
+/// Serves until `signal` is cancelled. Then it stops accepting connections, waits (up to
+/// `drain`) for in-flight tool calls to finish, cancels `streams` (the token given to
+/// [`router`], which ends open MCP streams and sessions), and returns once the remaining
+/// connections have closed or the drain window is over.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
-    shutdown: CancellationToken,
+    signal: CancellationToken,
+    streams: CancellationToken,
+    gateway: Arc<Gateway>,
     drain: Duration,
 ) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
@@ -153,16 +171,24 @@ pub async fn serve(
             tracing::warn!(error = %e, "TCP_NODELAY failed");
         }
     });
-    let signal = shutdown.clone();
     let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(async move { signal.cancelled().await });
+    .with_graceful_shutdown(signal.clone().cancelled_owned());
     let server = std::pin::pin!(server.into_future());
+    let closer = async {
+        signal.cancelled().await;
+        let deadline = tokio::time::Instant::now() + drain;
+        while gateway.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        streams.cancel();
+        tokio::time::sleep_until(deadline).await;
+    };
     tokio::select! {
         r = server => r,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(drain).await } => {
+        () = closer => {
             tracing::warn!("drain window over; closing remaining connections");
             Ok(())
         }
