@@ -157,6 +157,9 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     };
     let app = http::router(state, opts.access.clone(), streams.clone());
 
+    // Register the signal handlers before announcing readiness: a SIGTERM that arrives right
+    // after the announcement must drain, not kill.
+    let signals = Signals::register()?;
     println!("warden is up ({} tools)", catalog.list().len());
     println!("  data dir: {}", opts.data_dir.display());
     println!("  MCP URL:  {url}");
@@ -183,7 +186,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        signals.wait().await;
         eprintln!("warden: shutting down (draining in-flight calls)");
         signal.cancel();
     });
@@ -193,24 +196,41 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGINT and SIGTERM, registered up front.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Self {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => {}
+                _ = self.int.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
