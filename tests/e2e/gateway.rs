@@ -4,8 +4,9 @@ use crate::support::{component, repo_root, warden_bin, wasm_target_dir};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+use warden::gateway::{Catalog, Gateway};
 
 /// A running `warden up` on a loopback port with its own data dir.
 struct Up {
@@ -461,16 +462,61 @@ fn a_second_start_reuses_the_data_dir() {
     assert!(second.stop().success());
 }
 
+/// The HTTP transport and gateway run in-process (library API) over a given catalog, for
+/// tests that change the catalog or watch shutdown from the inside.
+struct InProcess {
+    addr: String,
+    token: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl InProcess {
+    async fn start(catalog: Arc<Catalog>, drain: Duration) -> InProcess {
+        use warden::transport::http::{HttpState, router, serve};
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
+        let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let gateway = Arc::new(Gateway::new(catalog));
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let streams = tokio_util::sync::CancellationToken::new();
+        let state = HttpState {
+            store,
+            gateway: gateway.clone(),
+            base_url: format!("http://{addr}"),
+        };
+        let app = router(state, Default::default(), streams.clone());
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            shutdown.clone(),
+            streams,
+            gateway,
+            drain,
+        ));
+        InProcess {
+            addr,
+            token,
+            shutdown,
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.await.unwrap().unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connected_clients_hear_about_tool_list_changes() {
-    use std::sync::Arc;
-    use warden::gateway::{Catalog, Gateway};
     use warden::runtime::SkillSettings;
-    use warden::transport::http::{HttpState, router, serve};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
-    let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
     let catalog = Arc::new(Catalog::new());
     catalog
         .install(
@@ -478,25 +524,8 @@ async fn connected_clients_hear_about_tool_list_changes() {
             crate::support::load("text", SkillSettings::default()).await,
         )
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let gateway = Arc::new(Gateway::new(catalog.clone()));
-    let streams = tokio_util::sync::CancellationToken::new();
-    let state = HttpState {
-        store,
-        gateway: gateway.clone(),
-        base_url: format!("http://{addr}"),
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let app = router(state, Default::default(), streams.clone());
-    let server = tokio::spawn(serve(
-        listener,
-        app,
-        shutdown.clone(),
-        streams,
-        gateway,
-        Duration::from_secs(2),
-    ));
+    let gw = InProcess::start(catalog.clone(), Duration::from_secs(2)).await;
+    let (addr, token) = (gw.addr.clone(), gw.token.clone());
 
     // A 2025-11-25 session: initialize, initialized, then the standalone GET stream.
     let (a, t) = (addr.clone(), token.clone());
@@ -600,41 +629,18 @@ async fn connected_clients_hear_about_tool_list_changes() {
             .to_string()
             .contains("invalid")
     );
-    shutdown.cancel();
-    server.await.unwrap().unwrap();
+    gw.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_in_flight_calls() {
-    use std::sync::Arc;
-    use warden::gateway::{Catalog, Gateway};
     use warden::runtime::SkillSettings;
-    use warden::transport::http::{HttpState, router, serve};
 
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
-    let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
     let catalog = Arc::new(Catalog::new());
     let hostile = crate::support::load("hostile", SkillSettings::default()).await;
     catalog.install("test", hostile.clone()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let gateway = Arc::new(Gateway::new(catalog.clone()));
-    let streams = tokio_util::sync::CancellationToken::new();
-    let state = HttpState {
-        store,
-        gateway: gateway.clone(),
-        base_url: format!("http://{addr}"),
-    };
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let server = tokio::spawn(serve(
-        listener,
-        router(state, Default::default(), streams.clone()),
-        shutdown.clone(),
-        streams,
-        gateway,
-        Duration::from_secs(10),
-    ));
+    let gw = InProcess::start(catalog, Duration::from_secs(10)).await;
+    let (addr, token) = (gw.addr.clone(), gw.token.clone());
 
     let (a, t) = (addr.clone(), token.clone());
     let in_flight = tokio::task::spawn_blocking(move || {
@@ -647,7 +653,7 @@ async fn shutdown_drains_in_flight_calls() {
         )
     });
     crate::support::wait_until("the call to start", || hostile.load().0 == 1).await;
-    shutdown.cancel();
+    gw.shutdown.cancel();
     // The in-flight call still completes with its result.
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -655,7 +661,7 @@ async fn shutdown_drains_in_flight_calls() {
         body.contains(r#"\"ok\":true"#) || body.contains(r#""ok":true"#),
         "{body}"
     );
-    server.await.unwrap().unwrap();
+    gw.server.await.unwrap().unwrap();
     // And the listener is gone.
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
