@@ -419,6 +419,9 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
         &format!("GET /readyz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     );
     assert_eq!(status, 200, "{body}");
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["skills"]["text"]["healthy"], true, "{ready}");
+    assert_eq!(ready["skills"]["http"]["healthy"], true, "{ready}");
     let (status, _, _) = raw(
         &addr,
         &format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),

@@ -88,12 +88,29 @@ async fn resource_metadata(State(state): State<HttpState>) -> Json<serde_json::V
     }))
 }
 
+/// Readiness: 200 once tools are installed, with each skill's health (an unhealthy skill
+/// keeps the gateway ready, since its other skills still serve, but is reported).
 async fn ready(State(state): State<HttpState>) -> Response {
-    let tools = state.gateway.catalog.list().len();
-    if tools == 0 {
+    let entries = state.gateway.catalog.list();
+    if entries.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no tools installed").into_response();
     }
-    Json(serde_json::json!({"ready": true, "tools": tools})).into_response()
+    let mut skills = std::collections::BTreeMap::new();
+    for entry in &entries {
+        skills
+            .entry(entry.skill.name().to_owned())
+            .or_insert_with(|| {
+                let h = entry.skill.health();
+                serde_json::json!({
+                    "healthy": h.healthy,
+                    "calls": h.calls,
+                    "consecutive_traps": h.consecutive_traps,
+                    "last_error": h.last_error,
+                })
+            });
+    }
+    Json(serde_json::json!({"ready": true, "tools": entries.len(), "skills": skills}))
+        .into_response()
 }
 
 /// Which browser origins and `Host` names `/mcp` accepts.
