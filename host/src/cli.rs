@@ -38,6 +38,9 @@ enum Command {
         /// Rebuild the first-party skills from source.
         #[arg(long)]
         rebuild_skills: bool,
+        /// Issue and print another local-agent token (the first is shown only once).
+        #[arg(long)]
+        issue_token: bool,
         /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
@@ -129,6 +132,7 @@ pub fn main() -> Result<()> {
             allowed_origins,
             public_hosts,
             rebuild_skills,
+            issue_token,
             drain_secs,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
             data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
@@ -138,6 +142,7 @@ pub fn main() -> Result<()> {
                 extra_hosts: public_hosts,
             },
             rebuild_skills,
+            issue_token,
             drain: std::time::Duration::from_secs(drain_secs),
         })),
         Command::Connect { url, token } => {

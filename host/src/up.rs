@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub access: http::AccessRules,
     /// Rebuild the first-party skills from source even if installed.
     pub rebuild_skills: bool,
+    /// Issue another local-agent token even though one exists.
+    pub issue_token: bool,
     /// How long in-flight calls may finish after a shutdown signal.
     pub drain: Duration,
 }
@@ -135,7 +137,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     )
     .await?;
     let first_start = store.token_count()? == 0;
-    let token = if first_start {
+    let token = if first_start || opts.issue_token {
         Some(crate::auth::issue_agent_token(&store, "local")?)
     } else {
         None
@@ -179,7 +181,9 @@ pub async fn up(opts: UpOptions) -> Result<()> {
             println!("  client config:");
             println!("{}", serde_json::to_string_pretty(&snippet)?);
         }
-        None => println!("  token:    issued at first start (only its hash is stored)"),
+        None => println!(
+            "  token:    issued at first start (only its hash is stored; --issue-token prints a new one)"
+        ),
     }
     use std::io::Write;
     std::io::stdout().flush()?;

@@ -18,6 +18,10 @@ struct Up {
 
 impl Up {
     fn start(data_dir: &std::path::Path) -> Up {
+        Up::start_with(data_dir, &[])
+    }
+
+    fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Up {
         // The shared setup builds the skills (and installs the wasm toolchain if needed).
         let _ = component("text");
         let mut child = Command::new(warden_bin())
@@ -30,6 +34,7 @@ impl Up {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("WARDEN_WASM_TARGET_DIR", wasm_target_dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -463,6 +468,16 @@ fn a_second_start_reuses_the_data_dir() {
     let report = ts_client(&second, "v1", Some(&token));
     check_report(&report, Some("2025-11-25"));
     assert!(second.stop().success());
+
+    // A lost token can be replaced: --issue-token prints a new one, and both work.
+    let third = Up::start_with(dir.path(), &["--issue-token"]);
+    let new_token = third.token.clone().expect("a new token");
+    assert_ne!(new_token, token);
+    check_report(
+        &ts_client(&third, "v1", Some(&new_token)),
+        Some("2025-11-25"),
+    );
+    assert!(third.stop().success());
 }
 
 /// The HTTP transport and gateway run in-process (library API) over a given catalog, for
