@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cli;
 pub mod gateway;
+pub mod policy;
 pub mod runtime;
 pub mod scaffold;
 pub mod storage;

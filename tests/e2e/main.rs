@@ -11,5 +11,6 @@ mod bad_input;
 mod cli;
 mod gateway;
 mod hostile;
+mod policy;
 mod skills;
 mod support;
