@@ -6,6 +6,7 @@
 //! the installed components and the compile cache, so it does not rebuild or recompile.
 
 use crate::gateway::{Catalog, Gateway};
+use crate::runtime::cache::create_private_dir;
 use crate::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use crate::storage::{SkillRecord, Store};
 use crate::toolchain::{self, Install};
@@ -48,16 +49,6 @@ pub fn default_data_dir() -> PathBuf {
         .join("warden")
 }
 
-fn private_dir(dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
-}
-
 fn skills_source() -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
     if !dir.exists() {
@@ -78,7 +69,7 @@ async fn install_first_party(
     rebuild: bool,
 ) -> Result<()> {
     let skills_dir = data_dir.join("skills");
-    private_dir(&skills_dir)?;
+    create_private_dir(&skills_dir)?;
     let mut toolchain = None;
     for name in FIRST_PARTY {
         let component = skills_dir.join(format!("{name}.wasm"));
@@ -121,7 +112,7 @@ async fn install_first_party(
 
 /// Runs the gateway until a shutdown signal.
 pub async fn up(opts: UpOptions) -> Result<()> {
-    private_dir(&opts.data_dir)?;
+    create_private_dir(&opts.data_dir)?;
     let store = Arc::new(Store::open(&opts.data_dir.join("warden.redb"))?);
     let runtime = Runtime::new(RuntimeConfig {
         cache_dir: Some(opts.data_dir.join("compiled")),

@@ -152,7 +152,8 @@ impl ArtifactCache {
     }
 }
 
-fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+/// Creates `dir` (and parents) and restricts it to its owner (0700).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     #[cfg(unix)]
     {
@@ -163,7 +164,7 @@ fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file, mode 0600, then renames it.
-pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| CacheError::Random(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp{}", u64::from_le_bytes(nonce)));

@@ -19,7 +19,7 @@
 //! bombs, deep recursion, panics, capability probing).
 
 mod bindings;
-mod cache;
+pub(crate) mod cache;
 pub mod contract;
 mod host;
 
