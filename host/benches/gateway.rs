@@ -175,7 +175,14 @@ fn pct(samples: &mut [Duration], q: f64) -> f64 {
 fn start_warden(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["up", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate-limit",
+            "0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .env("WARDEN_WASM_TARGET_DIR", root.join("target/wasm-skills"))
         .env("WARDEN_LOG", "error")

@@ -1,44 +1,132 @@
-//! Authentication: opaque bearer tokens -> principal.
+//! Authentication: opaque bearer tokens -> principal, and the token lifecycle (issue, list,
+//! rotate with a grace window, revoke, exchange for short-lived audience-bound tokens).
 //!
-//! Tokens look like `wdn_at_<43 base64url chars>` (256 random bits, a prefix secret scanners
-//! can match). Only the BLAKE3 hash of a token is stored; a presented token is hashed and
-//! looked up, so comparison never touches the secret itself and takes the same time whatever
-//! prefix matches. Tokens are never logged.
+//! Three kinds, told apart by a prefix secret scanners can match, each followed by 43
+//! base64url characters (256 random bits):
+//! - `wdn_st_`: service token of an agent (long-lived, TTL capped), usable on `/mcp` and
+//!   exchangeable at `/token` for
+//! - `wdn_at_`: short-lived agent token bound to this gateway's audience (its MCP URL);
+//! - `wdn_adm_`: admin token for the admin API, never accepted on `/mcp` (and agent tokens
+//!   are never accepted on the admin API).
 //!
-//! Invariants: a request without a valid `Authorization: Bearer` header gets 401 with
-//! `WWW-Authenticate: Bearer resource_metadata="..."` (RFC 9728) before anything runs; a token
-//! in the query string is refused outright.
+//! Only the BLAKE3 hash of a token is stored and looked up, so the secret is never compared
+//! byte by byte (no timing signal) and a stolen store yields no usable token. Tokens are
+//! never logged: records carry a public id (`tok_...`) for that.
 //!
-//! Threat: unauthenticated access to tools, and token leakage through logs, URLs or the store.
+//! Invariants: a token is refused when missing, malformed, in the query string, unknown,
+//! revoked, expired (rotation sets the old token's expiry to the end of its grace window),
+//! of the wrong kind for the endpoint, bound to another audience, or when its agent no
+//! longer exists. Revoking a service token revokes the agent tokens exchanged from it.
+//!
+//! Threat: unauthenticated access to tools, replay of leaked or retired tokens, tokens
+//! minted for another gateway, and token leakage through logs, URLs or the store.
 
-use crate::storage::{Store, StoreError, TokenRecord};
+use crate::identity::{self, now_secs};
+use crate::policy::Subject;
+use crate::storage::{Store, StoreError, TokenKind, TokenRecord};
 use base64::Engine as _;
 
-/// Prefix of agent tokens.
+/// Prefix of service tokens.
+pub const SERVICE_TOKEN_PREFIX: &str = "wdn_st_";
+/// Prefix of short-lived agent tokens.
 pub const AGENT_TOKEN_PREFIX: &str = "wdn_at_";
+/// Prefix of admin tokens.
+pub const ADMIN_TOKEN_PREFIX: &str = "wdn_adm_";
+/// Length of a token's secret part (base64url of 32 bytes).
+const SECRET_LEN: usize = 43;
 
-/// An authenticated caller.
+/// Default lifetime of a service token: 90 days.
+pub const SERVICE_DEFAULT_TTL: u64 = 90 * 86_400;
+/// Longest lifetime of a service token: 365 days.
+pub const SERVICE_MAX_TTL: u64 = 365 * 86_400;
+/// Default lifetime of an exchanged agent token: 15 minutes.
+pub const AGENT_DEFAULT_TTL: u64 = 15 * 60;
+/// Longest lifetime of an exchanged agent token: 1 hour.
+pub const AGENT_MAX_TTL: u64 = 3_600;
+/// Longest rotation grace window: 7 days.
+pub const MAX_GRACE: u64 = 7 * 86_400;
+
+/// Admin role that may do everything.
+pub const ROLE_OPERATOR: &str = "operator";
+/// Admin role that may read (audit, usage) and, later, approve calls.
+pub const ROLE_APPROVER: &str = "approver";
+
+/// An authenticated agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// The agent's name.
-    pub agent: String,
+    /// The token's public id.
+    pub token_id: String,
+    /// Service or agent token.
+    pub kind: TokenKind,
+    /// Who the agent is, with its current groups.
+    pub subject: Subject,
+    /// Calls per second this agent may make (None: the gateway default).
+    pub rate_limit: Option<u32>,
 }
 
-/// Why a request was not authenticated. The wire never says which.
+/// An authenticated admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    /// The token's public id.
+    pub token_id: String,
+    /// Admin name.
+    pub name: String,
+    /// `operator` or `approver`.
+    pub role: String,
+}
+
+/// Why a request was not authenticated. The wire only says "missing" or "invalid"; the
+/// audit trail records which.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
     /// No bearer token.
     #[error("missing bearer token")]
     Missing,
-    /// Not a warden token, or unknown.
-    #[error("invalid token")]
-    Invalid,
+    /// Not shaped like a warden token.
+    #[error("malformed token")]
+    Malformed,
     /// A token in the URL.
     #[error("tokens are not accepted in the query string")]
     InQuery,
+    /// No such token (or its agent was deleted).
+    #[error("unknown token")]
+    Unknown,
+    /// Past its expiry (or its rotation grace window).
+    #[error("expired token")]
+    Expired,
+    /// Revoked.
+    #[error("revoked token")]
+    Revoked,
+    /// Bound to another gateway.
+    #[error("token bound to another audience")]
+    Audience,
+    /// An agent token on the admin API or the reverse.
+    #[error("token of the wrong kind for this endpoint")]
+    WrongKind,
+    /// The request asked for something the rules do not allow (e.g. a TTL over the cap).
+    #[error("{0}")]
+    Refused(String),
     /// The store failed (fail closed).
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl AuthError {
+    /// A short machine-readable class for the audit trail.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::InQuery => "in_query",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Audience => "audience",
+            Self::WrongKind => "wrong_kind",
+            Self::Refused(_) => "refused",
+            Self::Store(_) => "store",
+        }
+    }
 }
 
 /// Hash of a token as stored.
@@ -46,38 +134,235 @@ pub fn token_hash(token: &str) -> String {
     blake3::hash(token.as_bytes()).to_hex().to_string()
 }
 
-/// Issues a new agent token, storing only its hash. Returns the token (shown once).
-pub fn issue_agent_token(store: &Store, agent: &str) -> Result<String, AuthError> {
-    let mut bytes = [0u8; 32];
+fn random_bytes<const N: usize>() -> Result<[u8; N], AuthError> {
+    let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes).map_err(|e| {
         AuthError::Store(StoreError::Corrupt(format!(
             "no randomness for a token: {e}"
         )))
     })?;
-    let token = format!(
-        "{AGENT_TOKEN_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
-    let issued_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    store.put_token(
-        &token_hash(&token),
-        &TokenRecord {
-            agent: agent.to_owned(),
-            issued_at,
-        },
-    )?;
-    Ok(token)
+    Ok(bytes)
 }
 
-/// Authenticates an `Authorization` header value (and refuses tokens in the query).
-pub fn authenticate(
+fn prefix(kind: TokenKind) -> &'static str {
+    match kind {
+        TokenKind::Service => SERVICE_TOKEN_PREFIX,
+        TokenKind::Agent => AGENT_TOKEN_PREFIX,
+        TokenKind::Admin => ADMIN_TOKEN_PREFIX,
+    }
+}
+
+/// A token just issued: the secret (shown once) and its record.
+#[derive(Debug)]
+pub struct Issued {
+    /// The bearer token. Show it once; it cannot be recovered.
+    pub token: String,
+    /// What was stored.
+    pub record: TokenRecord,
+}
+
+/// What to issue.
+#[derive(Debug, Clone)]
+pub struct IssueRequest {
+    /// Kind.
+    pub kind: TokenKind,
+    /// Agent path, or admin name.
+    pub principal: String,
+    /// Admin role (admin tokens only).
+    pub role: String,
+    /// Lifetime in seconds (None: the kind's default; admin tokens: no expiry).
+    pub ttl: Option<u64>,
+    /// Operator's note.
+    pub label: String,
+    /// Audience (agent tokens).
+    pub audience: Option<String>,
+    /// Parent service token id (agent tokens).
+    pub parent: Option<String>,
+}
+
+/// Issues a token, storing only its hash.
+pub fn issue(store: &Store, req: IssueRequest) -> Result<Issued, AuthError> {
+    let (default_ttl, max_ttl) = match req.kind {
+        TokenKind::Service => (Some(SERVICE_DEFAULT_TTL), Some(SERVICE_MAX_TTL)),
+        TokenKind::Agent => (Some(AGENT_DEFAULT_TTL), Some(AGENT_MAX_TTL)),
+        TokenKind::Admin => (None, None),
+    };
+    let ttl = req.ttl.or(default_ttl);
+    if let (Some(ttl), Some(max)) = (ttl, max_ttl)
+        && (ttl == 0 || ttl > max)
+    {
+        return Err(AuthError::Refused(format!(
+            "a TTL of {ttl} s is outside 1..={max} s for this kind of token"
+        )));
+    }
+    match req.kind {
+        TokenKind::Admin => {
+            if !identity::valid_segment(&req.principal) {
+                return Err(AuthError::Refused(format!(
+                    "admin name `{}` is invalid: use 1-32 lower-case letters, digits or '-'",
+                    req.principal
+                )));
+            }
+            if req.role != ROLE_OPERATOR && req.role != ROLE_APPROVER {
+                return Err(AuthError::Refused(format!(
+                    "role must be `{ROLE_OPERATOR}` or `{ROLE_APPROVER}`"
+                )));
+            }
+        }
+        TokenKind::Service | TokenKind::Agent => {
+            if store.agent(&req.principal)?.is_none() {
+                return Err(AuthError::Refused(format!(
+                    "agent `{}` does not exist: create it first",
+                    req.principal
+                )));
+            }
+        }
+    }
+    let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()?);
+    let token = format!("{}{secret}", prefix(req.kind));
+    let id = format!(
+        "tok_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<9>()?)
+    );
+    let now = now_secs();
+    let record = TokenRecord {
+        id,
+        kind: req.kind,
+        principal: req.principal,
+        role: if req.kind == TokenKind::Admin {
+            req.role
+        } else {
+            String::new()
+        },
+        issued_at: now,
+        expires_at: ttl.map(|t| now + t),
+        revoked_at: None,
+        audience: req.audience,
+        parent: req.parent,
+        rotated_to: None,
+        label: req.label,
+    };
+    store.put_token(&token_hash(&token), &record)?;
+    Ok(Issued { token, record })
+}
+
+/// Issues a service token for an agent with the default TTL.
+pub fn issue_service_token(store: &Store, agent: &str, label: &str) -> Result<Issued, AuthError> {
+    issue(
+        store,
+        IssueRequest {
+            kind: TokenKind::Service,
+            principal: agent.to_owned(),
+            role: String::new(),
+            ttl: None,
+            label: label.to_owned(),
+            audience: None,
+            parent: None,
+        },
+    )
+}
+
+/// Rotates a token: issues a replacement with the same principal, role and remaining
+/// lifetime policy, and lets the old one live only `grace` more seconds.
+pub fn rotate(store: &Store, id: &str, grace: u64) -> Result<Issued, AuthError> {
+    if grace > MAX_GRACE {
+        return Err(AuthError::Refused(format!(
+            "a grace window of {grace} s is over the {MAX_GRACE} s limit"
+        )));
+    }
+    let (hash, mut old) = store.token_by_id(id)?.ok_or(AuthError::Unknown)?;
+    let now = now_secs();
+    if old.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if old.expires_at.is_some_and(|e| e <= now) {
+        return Err(AuthError::Expired);
+    }
+    if old.kind == TokenKind::Agent {
+        return Err(AuthError::Refused(
+            "agent tokens are short-lived: exchange the service token again instead".into(),
+        ));
+    }
+    let ttl = old.expires_at.map(|e| e.saturating_sub(old.issued_at));
+    let new = issue(
+        store,
+        IssueRequest {
+            kind: old.kind,
+            principal: old.principal.clone(),
+            role: old.role.clone(),
+            ttl,
+            label: old.label.clone(),
+            audience: old.audience.clone(),
+            parent: None,
+        },
+    )?;
+    let end = now + grace;
+    old.expires_at = Some(old.expires_at.map_or(end, |e| e.min(end)));
+    old.rotated_to = Some(new.record.id.clone());
+    store.update_tokens(&[(hash, old)])?;
+    Ok(new)
+}
+
+/// Revokes a token and every agent token exchanged from it. Returns the revoked ids.
+pub fn revoke(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
+    let (hash, record) = store.token_by_id(id)?.ok_or(AuthError::Unknown)?;
+    let now = now_secs();
+    let mut changed = Vec::new();
+    if record.revoked_at.is_none() {
+        let mut r = record;
+        r.revoked_at = Some(now);
+        changed.push((hash, r));
+    }
+    for (h, mut child) in store.tokens()? {
+        if child.parent.as_deref() == Some(id) && child.revoked_at.is_none() {
+            child.revoked_at = Some(now);
+            changed.push((h, child));
+        }
+    }
+    store.update_tokens(&changed)?;
+    let mut ids: Vec<String> = changed.into_iter().map(|(_, r)| r.id).collect();
+    if ids.is_empty() {
+        ids.push(id.to_owned());
+    }
+    Ok(ids)
+}
+
+/// Exchanges a service token for a short-lived agent token bound to `audience`.
+pub fn exchange(
     store: &Store,
-    authorization: Option<&str>,
+    service_token: &str,
+    audience: &str,
+    ttl: Option<u64>,
+) -> Result<Issued, AuthError> {
+    let (record, _) = check(store, service_token, Some(audience))?;
+    if record.kind != TokenKind::Service {
+        return Err(AuthError::WrongKind);
+    }
+    let ttl = ttl.unwrap_or(AGENT_DEFAULT_TTL).min(AGENT_MAX_TTL);
+    // Never outlive the service token it came from.
+    let ttl = match record.expires_at {
+        Some(e) => ttl.min(e.saturating_sub(now_secs())),
+        None => ttl,
+    };
+    issue(
+        store,
+        IssueRequest {
+            kind: TokenKind::Agent,
+            principal: record.principal,
+            role: String::new(),
+            ttl: Some(ttl.max(1)),
+            label: String::new(),
+            audience: Some(audience.to_owned()),
+            parent: Some(record.id),
+        },
+    )
+}
+
+/// Extracts the bearer token of an `Authorization` header (and refuses tokens in the query).
+pub fn bearer<'a>(
+    authorization: Option<&'a str>,
     query: Option<&str>,
-) -> Result<Principal, AuthError> {
+) -> Result<&'a str, AuthError> {
     if let Some(q) = query
         && q.split('&').any(|kv| {
             let key = kv.split('=').next().unwrap_or_default();
@@ -87,60 +372,216 @@ pub fn authenticate(
         return Err(AuthError::InQuery);
     }
     let value = authorization.ok_or(AuthError::Missing)?;
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Invalid)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Invalid);
+        return Err(AuthError::Malformed);
     }
-    let token = token.trim();
-    if !token.starts_with(AGENT_TOKEN_PREFIX) || token.len() != AGENT_TOKEN_PREFIX.len() + 43 {
-        return Err(AuthError::Invalid);
+    Ok(token.trim())
+}
+
+/// Checks a token's shape and state. Returns the record and its hash.
+fn check(
+    store: &Store,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<(TokenRecord, String), AuthError> {
+    let shaped = [SERVICE_TOKEN_PREFIX, AGENT_TOKEN_PREFIX, ADMIN_TOKEN_PREFIX]
+        .iter()
+        .any(|p| {
+            token.len() == p.len() + SECRET_LEN
+                && token.starts_with(p)
+                && token[p.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !shaped {
+        return Err(AuthError::Malformed);
     }
-    match store.token(&token_hash(token))? {
-        Some(record) => Ok(Principal {
-            agent: record.agent,
-        }),
-        None => Err(AuthError::Invalid),
+    let hash = token_hash(token);
+    let record = store.token(&hash)?.ok_or(AuthError::Unknown)?;
+    if record.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
     }
+    if record.expires_at.is_some_and(|e| e <= now_secs()) {
+        return Err(AuthError::Expired);
+    }
+    if record.kind == TokenKind::Agent && record.audience.as_deref() != audience {
+        return Err(AuthError::Audience);
+    }
+    Ok((record, hash))
+}
+
+/// Authenticates an agent for `/mcp` (service or agent token; agent tokens must be bound to
+/// `audience`).
+pub fn authenticate(
+    store: &Store,
+    authorization: Option<&str>,
+    query: Option<&str>,
+    audience: &str,
+) -> Result<Principal, AuthError> {
+    let token = bearer(authorization, query)?;
+    let (record, _) = check(store, token, Some(audience))?;
+    if record.kind == TokenKind::Admin {
+        return Err(AuthError::WrongKind);
+    }
+    let agent = store.agent(&record.principal)?.ok_or(AuthError::Unknown)?;
+    let subject = identity::subject(&record.principal, &agent).ok_or(AuthError::Unknown)?;
+    Ok(Principal {
+        token_id: record.id,
+        kind: record.kind,
+        subject,
+        rate_limit: agent.rate_limit,
+    })
+}
+
+/// Authenticates an admin for the admin API.
+pub fn authenticate_admin(
+    store: &Store,
+    authorization: Option<&str>,
+    query: Option<&str>,
+) -> Result<Admin, AuthError> {
+    let token = bearer(authorization, query)?;
+    let (record, _) = check(store, token, None)?;
+    if record.kind != TokenKind::Admin {
+        return Err(AuthError::WrongKind);
+    }
+    Ok(Admin {
+        token_id: record.id,
+        name: record.principal,
+        role: record.role,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn issue_and_authenticate() {
+    const AUD: &str = "http://127.0.0.1:7878/mcp";
+
+    fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let token = issue_agent_token(&store, "local").unwrap();
-        assert!(token.starts_with("wdn_at_"));
-        let header = format!("Bearer {token}");
-        assert_eq!(
-            authenticate(&store, Some(&header), None).unwrap().agent,
-            "local"
-        );
+        identity::bootstrap(&store).unwrap();
+        (dir, store)
+    }
+
+    fn auth(store: &Store, token: &str) -> Result<Principal, AuthError> {
+        authenticate(store, Some(&format!("Bearer {token}")), None, AUD)
+    }
+
+    #[test]
+    fn lifecycle_and_failure_modes() {
+        let (_dir, store) = store();
+        let st = issue_service_token(&store, identity::LOCAL_AGENT, "t").unwrap();
+        assert!(st.token.starts_with("wdn_st_"));
+        assert_eq!(auth(&store, &st.token).unwrap().subject.agent, "local");
         assert!(matches!(
-            authenticate(&store, None, None),
+            authenticate(&store, None, None, AUD),
             Err(AuthError::Missing)
         ));
-        let other = format!("Bearer {}x", &token[..token.len() - 1]);
         assert!(matches!(
-            authenticate(&store, Some(&other), None),
-            Err(AuthError::Invalid)
+            authenticate(&store, Some("Basic abc"), None, AUD),
+            Err(AuthError::Malformed)
         ));
         assert!(matches!(
-            authenticate(&store, Some("Basic abc"), None),
-            Err(AuthError::Invalid)
+            auth(&store, "wdn_st_short"),
+            Err(AuthError::Malformed)
         ));
+        let mut other = st.token.clone();
+        other.pop();
+        other.push(if st.token.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(auth(&store, &other), Err(AuthError::Unknown)));
         assert!(matches!(
-            authenticate(&store, Some("Bearer wdn_at_short"), None),
-            Err(AuthError::Invalid)
-        ));
-        assert!(matches!(
-            authenticate(&store, Some(&header), Some("access_token=abc")),
+            authenticate(
+                &store,
+                Some(&format!("Bearer {}", st.token)),
+                Some("access_token=x"),
+                AUD
+            ),
             Err(AuthError::InQuery)
         ));
-        // The store holds the hash, never the token.
-        assert!(store.token(&token).unwrap().is_none());
-        assert!(store.token(&token_hash(&token)).unwrap().is_some());
+        // Only the hash is stored.
+        assert!(store.token(&st.token).unwrap().is_none());
+
+        // Exchange: bound to the audience, child of the service token.
+        let at = exchange(&store, &st.token, AUD, Some(60)).unwrap();
+        assert!(at.token.starts_with("wdn_at_"));
+        assert!(auth(&store, &at.token).is_ok());
+        assert!(matches!(
+            authenticate(
+                &store,
+                Some(&format!("Bearer {}", at.token)),
+                None,
+                "http://other/mcp"
+            ),
+            Err(AuthError::Audience)
+        ));
+        assert!(matches!(
+            exchange(&store, &at.token, AUD, None),
+            Err(AuthError::WrongKind)
+        ));
+
+        // Rotation with no grace: the old token dies now, the new one works.
+        let new = rotate(&store, &st.record.id, 0).unwrap();
+        assert!(matches!(auth(&store, &st.token), Err(AuthError::Expired)));
+        assert!(auth(&store, &new.token).is_ok());
+
+        // Revoking the old service token revoked its exchanged child too.
+        revoke(&store, &st.record.id).unwrap();
+        assert!(matches!(auth(&store, &at.token), Err(AuthError::Revoked)));
+        revoke(&store, &new.record.id).unwrap();
+        assert!(matches!(auth(&store, &new.token), Err(AuthError::Revoked)));
+
+        // Admin tokens are for the admin API only, and agent tokens never are.
+        let adm = issue(
+            &store,
+            IssueRequest {
+                kind: TokenKind::Admin,
+                principal: "root".into(),
+                role: ROLE_OPERATOR.into(),
+                ttl: None,
+                label: String::new(),
+                audience: None,
+                parent: None,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            auth(&store, &adm.token),
+            Err(AuthError::WrongKind)
+        ));
+        let header = format!("Bearer {}", adm.token);
+        assert_eq!(
+            authenticate_admin(&store, Some(&header), None)
+                .unwrap()
+                .name,
+            "root"
+        );
+        let svc = issue_service_token(&store, identity::LOCAL_AGENT, "").unwrap();
+        assert!(matches!(
+            authenticate_admin(&store, Some(&format!("Bearer {}", svc.token)), None),
+            Err(AuthError::WrongKind)
+        ));
+        // Deleting the agent revokes its tokens.
+        store
+            .delete_agent(identity::LOCAL_AGENT, now_secs())
+            .unwrap();
+        assert!(auth(&store, &svc.token).is_err());
+        // TTL caps.
+        assert!(matches!(
+            issue(
+                &store,
+                IssueRequest {
+                    kind: TokenKind::Service,
+                    principal: "x".into(),
+                    role: String::new(),
+                    ttl: Some(SERVICE_MAX_TTL + 1),
+                    label: String::new(),
+                    audience: None,
+                    parent: None,
+                }
+            ),
+            Err(AuthError::Refused(_))
+        ));
     }
 }

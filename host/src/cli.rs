@@ -4,6 +4,7 @@
 //! Invariant: user-facing errors say what to do next; nothing here holds logic that another
 //! entry point (the gateway, tests) would need: that lives in the library modules.
 
+use crate::adminctl;
 use crate::runtime::{CallContext, OutboundPolicy, Runtime, RuntimeConfig, Skill, SkillSettings};
 use crate::scaffold::{self, SdkSource};
 use crate::toolchain::{self, Install};
@@ -44,6 +45,48 @@ enum Command {
         /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
+        /// Default calls per second per agent (burst twice that; 0: unlimited).
+        #[arg(long, default_value_t = 50, env = "WARDEN_RATE_LIMIT")]
+        rate_limit: u32,
+        /// The URL clients use to reach the gateway (default http://<listen>); short-lived
+        /// agent tokens are bound to <public-url>/mcp.
+        #[arg(long, env = "WARDEN_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Tenants, workspaces and environments (through the admin API).
+    Scope {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::ScopeCommand,
+    },
+    /// Agents (through the admin API).
+    Agent {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::AgentCommand,
+    },
+    /// Service and admin tokens (through the admin API).
+    Token {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::TokenCommand,
+    },
+    /// Policy sets: apply, test, show, history (through the admin API).
+    Policy {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::PolicyCommand,
+    },
+    /// The audit trail: tail, verify, usage.
+    Audit {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::AuditCommand,
     },
     /// Bridge stdio to a gateway: for MCP clients that only launch stdio servers.
     Connect {
@@ -134,6 +177,8 @@ pub fn main() -> Result<()> {
             rebuild_skills,
             issue_token,
             drain_secs,
+            rate_limit,
+            public_url,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
             data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
             listen,
@@ -144,7 +189,14 @@ pub fn main() -> Result<()> {
             rebuild_skills,
             issue_token,
             drain: std::time::Duration::from_secs(drain_secs),
+            rate_limit,
+            public_url,
         })),
+        Command::Scope { target, command } => rt.block_on(adminctl::scope(target, command)),
+        Command::Agent { target, command } => rt.block_on(adminctl::agent(target, command)),
+        Command::Token { target, command } => rt.block_on(adminctl::token(target, command)),
+        Command::Policy { target, command } => rt.block_on(adminctl::policy(target, command)),
+        Command::Audit { target, command } => rt.block_on(adminctl::audit(target, command)),
         Command::Connect { url, token } => {
             let url: http::Uri = url.parse().context("--url is not a valid URL")?;
             rt.block_on(crate::transport::stdio::run(

@@ -2,19 +2,38 @@
 //! table is defined.
 //!
 //! Invariants: the database file is created with mode 0600 inside a 0700 data directory;
-//! every write is a committed transaction with redb's default immediate durability, so a
-//! write that returned survives a crash. Token secrets are never stored: only their hashes.
+//! every write is a committed transaction with redb's immediate durability, so a write that
+//! returned survives a crash (audit batches included: a batch is acknowledged only after its
+//! commit returned). Token secrets are never stored: only their hashes. Audit records and
+//! the usage counters they feed are written in the same transaction, so they never disagree.
 //!
 //! Threat: credential theft from the data directory, and torn state after a crash.
 
-use redb::{Database, ReadableDatabase, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Token hash (hex) -> token record (JSON).
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Token id -> token hash.
+const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
 /// Installed skill name -> installed skill record (JSON).
 const SKILLS: TableDefinition<&str, &[u8]> = TableDefinition::new("skills");
+/// Scope path (`tenant`, `tenant/workspace`, `tenant/workspace/environment`) -> record.
+const SCOPES: TableDefinition<&str, &[u8]> = TableDefinition::new("scopes");
+/// Agent path (`tenant/workspace/environment/agent`) -> agent record (JSON).
+const AGENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("agents");
+/// Policy version -> policy version record (JSON).
+const POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("policies");
+/// Audit sequence number -> audit record (JSON, with its chain MAC).
+const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Usage key (`tenant/workspace/environment/agent/tool`) -> counters (JSON).
+const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Store metadata (`schema` -> format version).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// Format version of this store's tables.
+const SCHEMA_VERSION: u64 = 2;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -30,15 +49,50 @@ pub enum StoreError {
     /// A record did not decode.
     #[error("store record is corrupt: {0}")]
     Corrupt(String),
+    /// A write was refused because of what is stored (e.g. a name that exists).
+    #[error("{0}")]
+    Conflict(String),
 }
 
-/// A stored agent token (the secret itself is never stored).
+/// What a token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenKind {
+    /// Long-lived agent credential (`wdn_st_`), exchangeable for agent tokens.
+    Service,
+    /// Short-lived, audience-bound agent token (`wdn_at_`), minted by exchange.
+    Agent,
+    /// Admin API credential (`wdn_adm_`).
+    Admin,
+}
+
+/// A stored token (the secret itself is never stored).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRecord {
-    /// The agent this token authenticates.
-    pub agent: String,
+    /// Public identifier (`tok_...`), safe to log and show.
+    pub id: String,
+    /// What the token is for.
+    pub kind: TokenKind,
+    /// Agent path for agent kinds, admin name for admin tokens.
+    pub principal: String,
+    /// Admin role (`operator` or `approver`); empty for agent kinds.
+    #[serde(default)]
+    pub role: String,
     /// Unix seconds of issue.
     pub issued_at: u64,
+    /// Unix seconds after which the token is refused.
+    pub expires_at: Option<u64>,
+    /// Unix seconds of revocation.
+    pub revoked_at: Option<u64>,
+    /// The resource (gateway MCP URL) an agent token is bound to.
+    pub audience: Option<String>,
+    /// The service token an agent token was exchanged from.
+    pub parent: Option<String>,
+    /// The token that replaced this one by rotation.
+    pub rotated_to: Option<String>,
+    /// Operator's note.
+    #[serde(default)]
+    pub label: String,
 }
 
 /// An installed skill.
@@ -50,6 +104,49 @@ pub struct SkillRecord {
     pub digest: String,
     /// Path of the component file in the data directory.
     pub component: PathBuf,
+}
+
+/// A tenant, workspace or environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeRecord {
+    /// Unix seconds of creation.
+    pub created_at: u64,
+}
+
+/// An agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRecord {
+    /// Groups (policy principals).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Calls per second this agent may make (None: the gateway default).
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
+    /// Unix seconds of creation.
+    pub created_at: u64,
+}
+
+/// Counters of one principal and tool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Calls.
+    pub calls: u64,
+    /// Calls that did not succeed (denied, failed, trapped, refused).
+    pub errors: u64,
+    /// Sum of latencies, microseconds.
+    pub latency_us: u64,
+    /// Sum of fuel consumed.
+    pub fuel: u64,
+}
+
+impl Usage {
+    /// Adds another counter set.
+    pub fn add(&mut self, other: &Usage) {
+        self.calls += other.calls;
+        self.errors += other.errors;
+        self.latency_us += other.latency_us;
+        self.fuel += other.fuel;
+    }
 }
 
 /// The embedded store.
@@ -64,6 +161,14 @@ impl std::fmt::Debug for Store {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 
 impl Store {
@@ -88,13 +193,33 @@ impl Store {
             db,
             path: path.to_owned(),
         };
-        // Create the tables up front so readers never see "table does not exist".
+        // Create the tables up front so readers never see "table does not exist". A store
+        // written by an earlier development format holds tokens this version cannot read:
+        // those are dropped (the operator issues new ones) rather than failing every request.
         store.write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let version = meta.get("schema")?.map(|v| v.value());
+            if version != Some(SCHEMA_VERSION) {
+                txn.delete_table(TOKENS)?;
+                meta.insert("schema", SCHEMA_VERSION)?;
+            }
+            drop(meta);
             txn.open_table(TOKENS)?;
+            txn.open_table(TOKEN_IDS)?;
             txn.open_table(SKILLS)?;
+            txn.open_table(SCOPES)?;
+            txn.open_table(AGENTS)?;
+            txn.open_table(POLICIES)?;
+            txn.open_table(AUDIT)?;
+            txn.open_table(USAGE)?;
             Ok(())
         })?;
         Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -104,13 +229,14 @@ impl Store {
         }
     }
 
-    fn write(
+    fn write<R>(
         &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
-    ) -> Result<(), StoreError> {
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        f(&txn).map_err(|e| self.db_err(e))?;
-        txn.commit().map_err(|e| self.db_err(e))
+        let out = f(&txn).map_err(|e| self.db_err(e))?;
+        txn.commit().map_err(|e| self.db_err(e))?;
+        Ok(out)
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -121,9 +247,7 @@ impl Store {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
         match table.get(key).map_err(|e| self.db_err(e))? {
-            Some(v) => serde_json::from_slice(v.value())
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(e.to_string())),
+            Some(v) => decode(v.value()).map(Some),
             None => Ok(None),
         }
     }
@@ -134,16 +258,36 @@ impl Store {
         key: &str,
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes = encode(value)?;
         self.write(|txn| {
             txn.open_table(table)?.insert(key, bytes.as_slice())?;
             Ok(())
         })
     }
 
-    /// Stores a token record under its hash.
+    fn all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for entry in table.iter().map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            out.push((k.value().to_owned(), decode(v.value())?));
+        }
+        Ok(out)
+    }
+
+    /// Stores a new token record under its hash (and its id).
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        self.put(TOKENS, hash, record)
+        let bytes = encode(record)?;
+        self.write(|txn| {
+            txn.open_table(TOKENS)?.insert(hash, bytes.as_slice())?;
+            txn.open_table(TOKEN_IDS)?
+                .insert(record.id.as_str(), hash)?;
+            Ok(())
+        })
     }
 
     /// Looks up a token by hash.
@@ -151,9 +295,43 @@ impl Store {
         self.get(TOKENS, hash)
     }
 
+    /// Looks up a token by id: its hash and record.
+    pub fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let ids = txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
+        let Some(hash) = ids.get(id).map_err(|e| self.db_err(e))? else {
+            return Ok(None);
+        };
+        let hash = hash.value().to_owned();
+        let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
+        match tokens.get(hash.as_str()).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some((hash, decode(v.value())?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces token records (by hash) in one transaction.
+    pub fn update_tokens(&self, records: &[(String, TokenRecord)]) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> = records
+            .iter()
+            .map(|(h, r)| encode(r).map(|b| (h.clone(), b)))
+            .collect::<Result<_, _>>()?;
+        self.write(|txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            for (hash, bytes) in &encoded {
+                tokens.insert(hash.as_str(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every token record (with its hash).
+    pub fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        self.all(TOKENS)
+    }
+
     /// Number of stored tokens.
     pub fn token_count(&self) -> Result<u64, StoreError> {
-        use redb::ReadableTableMetadata;
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
         table.len().map_err(|e| self.db_err(e))
@@ -166,17 +344,190 @@ impl Store {
 
     /// All installed skills, by name.
     pub fn skills(&self) -> Result<Vec<(String, SkillRecord)>, StoreError> {
-        use redb::ReadableTable;
+        self.all(SKILLS)
+    }
+
+    /// Creates a scope; refuses an existing one.
+    pub fn create_scope(&self, path: &str, record: &ScopeRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        let created = self.write(|txn| {
+            let mut scopes = txn.open_table(SCOPES)?;
+            if scopes.get(path)?.is_some() {
+                return Ok(false);
+            }
+            scopes.insert(path, bytes.as_slice())?;
+            Ok(true)
+        })?;
+        if created {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("`{path}` already exists")))
+        }
+    }
+
+    /// Looks up a scope.
+    pub fn scope(&self, path: &str) -> Result<Option<ScopeRecord>, StoreError> {
+        self.get(SCOPES, path)
+    }
+
+    /// Every scope, by path.
+    pub fn scopes(&self) -> Result<Vec<(String, ScopeRecord)>, StoreError> {
+        self.all(SCOPES)
+    }
+
+    /// Creates or replaces an agent.
+    pub fn put_agent(&self, path: &str, record: &AgentRecord) -> Result<(), StoreError> {
+        self.put(AGENTS, path, record)
+    }
+
+    /// Looks up an agent.
+    pub fn agent(&self, path: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.get(AGENTS, path)
+    }
+
+    /// Every agent, by path.
+    pub fn agents(&self) -> Result<Vec<(String, AgentRecord)>, StoreError> {
+        self.all(AGENTS)
+    }
+
+    /// Deletes an agent and revokes its tokens (one transaction). Returns whether it existed.
+    pub fn delete_agent(&self, path: &str, now: u64) -> Result<bool, StoreError> {
+        let tokens = self.tokens()?;
+        let mut revoked = Vec::new();
+        for (hash, mut record) in tokens {
+            if record.kind != TokenKind::Admin
+                && record.principal == path
+                && record.revoked_at.is_none()
+            {
+                record.revoked_at = Some(now);
+                revoked.push((hash, encode(&record)?));
+            }
+        }
+        self.write(|txn| {
+            let existed = txn.open_table(AGENTS)?.remove(path)?.is_some();
+            let mut table = txn.open_table(TOKENS)?;
+            for (hash, bytes) in &revoked {
+                table.insert(hash.as_str(), bytes.as_slice())?;
+            }
+            Ok(existed)
+        })
+    }
+
+    /// Appends a policy version; `make` receives the next version number.
+    pub fn append_policy(&self, bytes: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(POLICIES)?;
+            let next = table.last()?.map_or(1, |(k, _)| k.value() + 1);
+            table.insert(next, bytes(next).as_slice())?;
+            Ok(next)
+        })
+    }
+
+    /// Every policy version, oldest first (raw JSON).
+    pub fn policy_versions(&self) -> Result<Vec<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let table = txn.open_table(SKILLS).map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(POLICIES).map_err(|e| self.db_err(e))?;
         let mut out = Vec::new();
         for entry in table.iter().map_err(|e| self.db_err(e))? {
-            let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            let record = serde_json::from_slice(v.value())
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            out.push((k.value().to_owned(), record));
+            let (_, v) = entry.map_err(|e| self.db_err(e))?;
+            out.push(v.value().to_vec());
         }
         Ok(out)
+    }
+
+    /// The latest policy version (raw JSON).
+    pub fn current_policy(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(POLICIES).map_err(|e| self.db_err(e))?;
+        Ok(table
+            .last()
+            .map_err(|e| self.db_err(e))?
+            .map(|(_, v)| v.value().to_vec()))
+    }
+
+    /// Commits a batch of audit records and the usage they add, durably, in one
+    /// transaction. Returns only once the commit is on disk.
+    pub fn append_audit(
+        &self,
+        records: &[(u64, Vec<u8>)],
+        usage: &[(String, Usage)],
+    ) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut audit = txn.open_table(AUDIT)?;
+            for (seq, bytes) in records {
+                audit.insert(*seq, bytes.as_slice())?;
+            }
+            let mut table = txn.open_table(USAGE)?;
+            for (key, delta) in usage {
+                let mut current: Usage = match table.get(key.as_str())? {
+                    Some(v) => serde_json::from_slice(v.value()).unwrap_or_default(),
+                    None => Usage::default(),
+                };
+                current.add(delta);
+                let bytes = serde_json::to_vec(&current).unwrap_or_default();
+                table.insert(key.as_str(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The last audit record (sequence number and raw bytes).
+    pub fn last_audit(&self) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(AUDIT).map_err(|e| self.db_err(e))?;
+        Ok(table
+            .last()
+            .map_err(|e| self.db_err(e))?
+            .map(|(k, v)| (k.value(), v.value().to_vec())))
+    }
+
+    /// Audit records with sequence numbers in `from..`, at most `limit` of them, calling
+    /// `visit` for each until it returns false.
+    pub fn scan_audit(
+        &self,
+        from: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(AUDIT).map_err(|e| self.db_err(e))?;
+        for entry in table.range(from..).map_err(|e| self.db_err(e))? {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Audit records in reverse order (newest first), from `before` (exclusive) down.
+    pub fn scan_audit_rev(
+        &self,
+        before: u64,
+        mut visit: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(AUDIT).map_err(|e| self.db_err(e))?;
+        for entry in table.range(..before).map_err(|e| self.db_err(e))?.rev() {
+            let (k, v) = entry.map_err(|e| self.db_err(e))?;
+            if !visit(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Overwrites one stored audit record's bytes (only for tamper-detection tests and
+    /// repair tooling: the gateway itself never rewrites a record).
+    pub fn overwrite_audit_record(&self, seq: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            txn.open_table(AUDIT)?.insert(seq, bytes)?;
+            Ok(())
+        })
+    }
+
+    /// Usage counters, by key.
+    pub fn usage(&self) -> Result<Vec<(String, Usage)>, StoreError> {
+        self.all(USAGE)
     }
 }
 
@@ -185,14 +536,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_and_skills_survive_reopen() {
+    fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("warden.redb");
         {
             let store = Store::open(&path).unwrap();
             let rec = TokenRecord {
-                agent: "local".into(),
+                id: "tok_1".into(),
+                kind: TokenKind::Service,
+                principal: "default/default/dev/local".into(),
+                role: String::new(),
                 issued_at: 7,
+                expires_at: None,
+                revoked_at: None,
+                audience: None,
+                parent: None,
+                rotated_to: None,
+                label: String::new(),
             };
             store.put_token("abc", &rec).unwrap();
             store
@@ -205,12 +565,52 @@ mod tests {
                     },
                 )
                 .unwrap();
+            store
+                .append_audit(
+                    &[(1, b"{}".to_vec())],
+                    &[(
+                        "k".into(),
+                        Usage {
+                            calls: 1,
+                            ..Usage::default()
+                        },
+                    )],
+                )
+                .unwrap();
+            assert_eq!(
+                store
+                    .append_policy(|v| format!("{v}").into_bytes())
+                    .unwrap(),
+                1
+            );
+            assert_eq!(
+                store
+                    .append_policy(|v| format!("{v}").into_bytes())
+                    .unwrap(),
+                2
+            );
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.token("abc").unwrap().unwrap().agent, "local");
+        assert_eq!(
+            store.token("abc").unwrap().unwrap().principal,
+            "default/default/dev/local"
+        );
+        assert_eq!(store.token_by_id("tok_1").unwrap().unwrap().0, "abc");
         assert_eq!(store.token("nope").unwrap(), None);
         assert_eq!(store.token_count().unwrap(), 1);
         assert_eq!(store.skills().unwrap()[0].0, "text");
+        assert_eq!(store.last_audit().unwrap().unwrap().0, 1);
+        assert_eq!(store.usage().unwrap()[0].1.calls, 1);
+        assert_eq!(store.current_policy().unwrap().unwrap(), b"2");
+        assert!(
+            store
+                .create_scope("acme", &ScopeRecord { created_at: 1 })
+                .is_ok()
+        );
+        assert!(matches!(
+            store.create_scope("acme", &ScopeRecord { created_at: 1 }),
+            Err(StoreError::Conflict(_))
+        ));
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

@@ -1,13 +1,18 @@
-//! `warden up`: initialise or reuse a data directory, install the first-party skills, issue
-//! the local agent's token on first start, and serve the gateway until SIGINT/SIGTERM.
+//! `warden up`: initialise or reuse a data directory, install the first-party skills, and on
+//! first start create the default tenant/workspace/`dev` environment with the `local` agent,
+//! the starter policy (version 1), the local agent's service token (printed once) and the
+//! bootstrap admin token (`admin.token`, for the CLI); then serve until SIGINT/SIGTERM.
 //!
 //! Invariants: the data directory is 0700 and every file holding keys or tokens is 0600;
 //! the local agent's token is printed once and only its hash is stored; a later start reuses
 //! the installed components and the compile cache, so it does not rebuild or recompile.
 
-use crate::gateway::{Catalog, Gateway};
+use crate::auth::{self, IssueRequest};
+use crate::gateway::{Catalog, Gateway, GatewayOptions};
+use crate::identity::LOCAL_AGENT;
 use crate::runtime::cache::create_private_dir;
 use crate::runtime::{Runtime, RuntimeConfig, SkillSettings};
+use crate::storage::TokenKind;
 use crate::storage::{SkillRecord, Store};
 use crate::toolchain::{self, Install};
 use crate::transport::http::{self, HttpState};
@@ -38,6 +43,37 @@ pub struct UpOptions {
     pub issue_token: bool,
     /// How long in-flight calls may finish after a shutdown signal.
     pub drain: Duration,
+    /// Default calls per second per agent (0: unlimited).
+    pub rate_limit: u32,
+    /// The URL clients reach the gateway at (default `http://<listen address>`); agent
+    /// tokens are bound to `<public_url>/mcp`.
+    pub public_url: Option<String>,
+}
+
+/// File in the data directory holding the bootstrap admin token (0600).
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// File in the data directory holding the running gateway's base URL.
+pub const ENDPOINT_FILE: &str = "endpoint";
+
+/// Writes `contents` to `path` with mode 0600 (replacing it).
+pub fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// The default data directory: `$XDG_DATA_HOME/warden` or `~/.local/share/warden`.
@@ -127,24 +163,55 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         opts.rebuild_skills,
     )
     .await?;
-    let first_start = store.token_count()? == 0;
-    let token = if first_start || opts.issue_token {
-        Some(crate::auth::issue_agent_token(&store, "local")?)
-    } else {
-        None
-    };
-
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
     let addr = listener.local_addr()?;
-    let base_url = format!("http://{addr}");
+    let base_url = opts
+        .public_url
+        .clone()
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .unwrap_or_else(|| format!("http://{addr}"));
     let url = format!("{base_url}/mcp");
+    let gateway = Arc::new(Gateway::open(
+        catalog.clone(),
+        store.clone(),
+        &opts.data_dir,
+        GatewayOptions {
+            rate_limit: opts.rate_limit,
+            audience: url.clone(),
+        },
+    )?);
+
+    // First start: the local agent's service token (printed once) and the bootstrap admin
+    // token (kept in a 0600 file for the CLI on this machine).
+    let first_start = store.token_count()? == 0;
+    let token = if first_start || opts.issue_token {
+        Some(auth::issue_service_token(&store, LOCAL_AGENT, "local agent (warden up)")?.token)
+    } else {
+        None
+    };
+    let admin_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
+    if first_start || !admin_file.exists() {
+        let admin = auth::issue(
+            &store,
+            IssueRequest {
+                kind: TokenKind::Admin,
+                principal: "bootstrap".into(),
+                role: auth::ROLE_OPERATOR.into(),
+                ttl: None,
+                label: "bootstrap admin (warden up)".into(),
+                audience: None,
+                parent: None,
+            },
+        )?;
+        write_private(&admin_file, &admin.token)?;
+    }
+    write_private(&opts.data_dir.join(ENDPOINT_FILE), &base_url)?;
+
     let shutdown = CancellationToken::new();
     let streams = CancellationToken::new();
-    let gateway = Arc::new(Gateway::new(catalog.clone()));
     let state = HttpState {
-        store: store.clone(),
         gateway: gateway.clone(),
         base_url,
     };
@@ -156,10 +223,17 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     println!("warden is up ({} tools)", catalog.list().len());
     println!("  data dir: {}", opts.data_dir.display());
     println!("  MCP URL:  {url}");
+    println!(
+        "  admin:    {} (policy version {}; `warden token|agent|policy|audit` use it)",
+        admin_file.display(),
+        gateway.policy().version
+    );
     match &token {
         Some(token) => {
             println!("  token:    {token}");
-            println!("            (local agent; shown once, only its hash is stored)");
+            println!(
+                "            (service token of agent {LOCAL_AGENT}; shown once, only its hash is stored)"
+            );
             let snippet = serde_json::json!({
                 "mcpServers": {
                     "warden": {

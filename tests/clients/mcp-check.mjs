@@ -87,10 +87,15 @@ try {
     name: "warden_text__hash",
     arguments: { text: "abc" },
   });
-  report.http = await client.callTool({
-    name: "warden_http__get_json",
-    arguments: { url: "https://example.com/data.json" },
-  });
+  // A tool the policy may hide: a JSON-RPC error is reported, not thrown.
+  try {
+    report.http = await client.callTool({
+      name: "warden_http__get_json",
+      arguments: { url: "https://example.com/data.json" },
+    });
+  } catch (e) {
+    report.http = { code: e?.code ?? null, message: String(e?.message ?? e) };
+  }
   report.badArgs = await client.callTool({
     name: "warden_text__stats",
     arguments: { text: 42 },

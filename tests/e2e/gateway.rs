@@ -9,19 +9,27 @@ use std::time::{Duration, Instant};
 use warden::gateway::{Catalog, Gateway};
 
 /// A running `warden up` on a loopback port with its own data dir.
-struct Up {
-    child: Child,
-    url: String,
-    token: Option<String>,
-    addr: String,
+pub(crate) struct Up {
+    pub(crate) child: Child,
+    pub(crate) url: String,
+    pub(crate) token: Option<String>,
+    pub(crate) addr: String,
 }
 
 impl Up {
-    fn start(data_dir: &std::path::Path) -> Up {
+    pub(crate) fn start(data_dir: &std::path::Path) -> Up {
         Up::start_with(data_dir, &[])
     }
 
-    fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Up {
+    pub(crate) fn start_with(data_dir: &std::path::Path, extra: &[&str]) -> Up {
+        Up::start_env(data_dir, extra, &[])
+    }
+
+    pub(crate) fn start_env(
+        data_dir: &std::path::Path,
+        extra: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Up {
         // The shared setup builds the skills (and installs the wasm toolchain if needed).
         let _ = component("text");
         let mut child = Command::new(warden_bin())
@@ -36,6 +44,7 @@ impl Up {
             .arg(data_dir)
             .args(extra)
             .env("WARDEN_WASM_TARGET_DIR", wasm_target_dir())
+            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -53,7 +62,7 @@ impl Up {
                 url = Some(u.trim().to_owned());
             } else if let Some(t) = line.strip_prefix("token:") {
                 let t = t.trim();
-                if t.starts_with("wdn_at_") {
+                if t.starts_with("wdn_st_") {
                     token = Some(t.to_owned());
                 }
                 if url.is_some() {
@@ -76,7 +85,7 @@ impl Up {
         }
     }
 
-    fn stop(mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         assert!(
             Command::new("kill")
@@ -125,7 +134,7 @@ fn npm_ready() -> &'static std::path::Path {
     })
 }
 
-fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
+pub(crate) fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
     let dir = npm_ready();
     let mut cmd = Command::new("node");
     cmd.current_dir(dir).arg("mcp-check.mjs").args([
@@ -150,7 +159,7 @@ fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
-fn text_of(result: &Value) -> String {
+pub(crate) fn text_of(result: &Value) -> String {
     result["content"][0]["text"]
         .as_str()
         .unwrap_or_default()
@@ -259,7 +268,7 @@ fn typescript_clients_call_tools_in_both_protocol_eras() {
 }
 
 /// A one-shot HTTP/1.1 request over loopback; returns status, headers (lower-case) and body.
-fn raw(addr: &str, request: &str) -> (u16, Vec<(String, String)>, String) {
+pub(crate) fn raw(addr: &str, request: &str) -> (u16, Vec<(String, String)>, String) {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -282,7 +291,7 @@ fn raw(addr: &str, request: &str) -> (u16, Vec<(String, String)>, String) {
     (status, headers, body.to_owned())
 }
 
-fn post(
+pub(crate) fn post(
     addr: &str,
     token: Option<&str>,
     extra: &str,
@@ -482,28 +491,46 @@ fn a_second_start_reuses_the_data_dir() {
 
 /// The HTTP transport and gateway run in-process (library API) over a given catalog, for
 /// tests that change the catalog or watch shutdown from the inside.
-struct InProcess {
-    addr: String,
-    token: String,
+pub(crate) struct InProcess {
+    pub(crate) addr: String,
+    pub(crate) token: String,
+    pub(crate) gateway: Arc<Gateway>,
     shutdown: tokio_util::sync::CancellationToken,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl InProcess {
-    async fn start(catalog: Arc<Catalog>, drain: Duration) -> InProcess {
+    pub(crate) async fn start(catalog: Arc<Catalog>, drain: Duration) -> InProcess {
         use warden::transport::http::{HttpState, router, serve};
         let dir = tempfile::tempdir().unwrap();
         let store =
             Arc::new(warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap());
-        let token = warden::auth::issue_agent_token(&store, "agent").unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let gateway = Arc::new(Gateway::new(catalog));
+        let gateway = Arc::new(
+            Gateway::open(
+                catalog,
+                store.clone(),
+                dir.path(),
+                warden::gateway::GatewayOptions {
+                    rate_limit: 0,
+                    audience: format!("http://{addr}/mcp"),
+                },
+            )
+            .unwrap(),
+        );
+        // These tests are about transport and lifecycle: every tool is allowed.
+        gateway
+            .apply_policy("permit (principal, action, resource);", "test")
+            .unwrap();
+        let token =
+            warden::auth::issue_service_token(&store, warden::identity::LOCAL_AGENT, "test")
+                .unwrap()
+                .token;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let streams = tokio_util::sync::CancellationToken::new();
         let state = HttpState {
-            store,
             gateway: gateway.clone(),
             base_url: format!("http://{addr}"),
         };
@@ -513,19 +540,20 @@ impl InProcess {
             app,
             shutdown.clone(),
             streams,
-            gateway,
+            gateway.clone(),
             drain,
         ));
         InProcess {
             addr,
             token,
+            gateway,
             shutdown,
             server,
             _dir: dir,
         }
     }
 
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.shutdown.cancel();
         self.server.await.unwrap().unwrap();
     }

@@ -9,6 +9,7 @@
 
 mod bad_input;
 mod cli;
+mod console;
 mod gateway;
 mod hostile;
 mod policy;

@@ -38,17 +38,7 @@ fn target(v: &Value) -> Target {
 }
 
 fn as_json(d: &Decision) -> Value {
-    match d {
-        Decision::Allow { policies } => {
-            serde_json::json!({"decision": "allow", "policies": policies})
-        }
-        Decision::RequireApproval { policies } => {
-            serde_json::json!({"decision": "require-approval", "policies": policies})
-        }
-        Decision::Deny { reasons, policies } => {
-            serde_json::json!({"decision": "deny", "policies": policies, "reasons": reasons})
-        }
-    }
+    d.to_json()
 }
 
 #[test]
@@ -68,6 +58,14 @@ fn policy_cases() {
     for case in cases {
         let name = case.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(case.join("policy.cedar")).unwrap();
+        if name == "readme-example" {
+            let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+            let body = text.split_once('\n').unwrap().1;
+            assert!(
+                readme.contains(body),
+                "README.md's policy example and {name} differ"
+            );
+        }
         let request: Value =
             serde_json::from_str(&std::fs::read_to_string(case.join("request.json")).unwrap())
                 .unwrap();
@@ -75,15 +73,31 @@ fn policy_cases() {
             serde_json::from_str(&std::fs::read_to_string(case.join("expected.json")).unwrap())
                 .unwrap();
         let engine = PolicyEngine::new(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let c = &request["circumstances"];
-        let decision = engine.decide(
-            &subject(&request["subject"]),
-            &target(&request["target"]),
-            &Circumstances {
-                now: c["now"].as_str().unwrap().into(),
-                client_ip: c["client_ip"].as_str().unwrap().parse().unwrap(),
-            },
-        );
+        let c: Circumstances = serde_json::from_value(request["circumstances"].clone())
+            .unwrap_or_else(|e| panic!("{name}: circumstances: {e}"));
+        let (s, t) = (subject(&request["subject"]), target(&request["target"]));
+        let decision = engine.decide(&s, &t, &c);
+        // Listing agrees with calling: a tool that can be called is listed.
+        if !matches!(decision, Decision::Deny { .. }) {
+            assert!(
+                engine.may_call(&s, &t, &c),
+                "case {name}: allowed but not listed"
+            );
+        }
+        if let Some(listed) = expected.get("listed") {
+            assert_eq!(
+                engine.may_call(&s, &t, &c),
+                listed.as_bool().unwrap(),
+                "case {name}: listing"
+            );
+        }
+        let expected = {
+            let mut e = expected.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.remove("listed");
+            }
+            e
+        };
         assert_eq!(as_json(&decision), expected, "case {name}");
     }
 }

@@ -1,13 +1,24 @@
 //! The MCP face of the gateway: an rmcp `ServerHandler` over the catalog.
 //!
-//! Invariants: only authenticated requests reach this handler over HTTP (the transport's
-//! auth layer inserts the `Principal`; a request without one is refused here too, fail
-//! closed); tool failures, traps and argument errors are `isError: true` results the model
-//! can read and correct; an unknown tool is a JSON-RPC invalid-params error.
+//! Invariants:
+//! - Only authenticated requests reach this handler over HTTP (the transport's auth layer
+//!   inserts the `Principal`; a request without one is refused here too, fail closed).
+//! - Policy runs before anything executes, on the entry that is then dispatched. `tools/list`
+//!   shows only what the principal may call (or call with approval); a denied tool and an
+//!   unknown tool get the same error, so an agent cannot probe for tools it may not use.
+//!   The deny's reasons go to the audit trail, never to the agent.
+//! - Every `tools/call` and `tools/list` is audited, and a call's result is returned only
+//!   after its record is durable; when the audit trail cannot take records, calls are refused
+//!   before they run (fail closed).
+//! - Tool failures, traps and argument errors are `isError: true` results the model can read
+//!   and correct.
 
-use super::{Entry, Gateway};
+use super::{Entry, Gateway, target};
+use crate::audit::{self, AuditRecord, elapsed_us};
 use crate::auth::Principal;
-use crate::runtime::{CallContext, CallError};
+use crate::policy::{Circumstances, Decision};
+use crate::ratelimit::Admitted;
+use crate::runtime::{CallContext, CallError, TrapKind};
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
@@ -16,7 +27,9 @@ use rmcp::model::{
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::Map;
 use serde_json::Value;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -79,8 +92,59 @@ fn principal(cx: &RequestContext<RoleServer>) -> Option<Principal> {
         .cloned()
 }
 
+/// What the transport learned about the caller besides its identity.
+fn circumstances(cx: &RequestContext<RoleServer>, arguments: Map<String, Value>) -> Circumstances {
+    let parts = cx.extensions.get::<http::request::Parts>();
+    let client_ip = parts
+        .and_then(|p| p.extensions.get::<axum::extract::ConnectInfo<SocketAddr>>())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    let rate = parts
+        .and_then(|p| p.extensions.get::<Admitted>())
+        .map_or(1, |a| a.rate);
+    Circumstances {
+        now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        client_ip,
+        rate,
+        arguments,
+    }
+}
+
 fn tool_error(message: String) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(message)])
+}
+
+fn unknown_tool(name: &str) -> ErrorData {
+    ErrorData::invalid_params(format!("unknown tool: {name}"), None)
+}
+
+fn audit_refusal() -> ErrorData {
+    ErrorData::internal_error(audit::UNAVAILABLE, None)
+}
+
+/// The audit record of a request by `principal`.
+fn base_record(request: &str, principal: &Principal, c: &Circumstances) -> AuditRecord {
+    AuditRecord {
+        principal: Some(principal.subject.path()),
+        token_id: Some(principal.token_id.clone()),
+        ..AuditRecord::begin(request, Some(c.client_ip.to_string()))
+    }
+}
+
+fn error_class(e: &CallError) -> &'static str {
+    match e {
+        CallError::UnknownTool(_) => "unknown_tool",
+        CallError::InvalidArguments(_) => "invalid_arguments",
+        CallError::Tool { .. } => "tool",
+        CallError::Trap(TrapKind::Deadline) => "deadline",
+        CallError::Trap(TrapKind::OutOfFuel) => "fuel",
+        CallError::Trap(TrapKind::MemoryLimit) => "memory",
+        CallError::Trap(TrapKind::StackOverflow) => "stack",
+        CallError::Trap(TrapKind::Panic(_)) => "panic",
+        CallError::Trap(TrapKind::Other(_)) => "trap",
+        CallError::Busy => "busy",
+        CallError::Unavailable(_) => "unavailable",
+        CallError::BadResult(_) => "bad_result",
+    }
 }
 
 impl ServerHandler for McpHandler {
@@ -158,10 +222,32 @@ impl ServerHandler for McpHandler {
         _request: Option<PaginatedRequestParams>,
         cx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        if principal(&cx).is_none() {
+        let Some(principal) = principal(&cx) else {
             return Err(ErrorData::invalid_request("not authenticated", None));
+        };
+        if !self.gateway.audit.healthy() {
+            return Err(audit_refusal());
         }
-        let tools = self.gateway.catalog.list().iter().map(mcp_tool).collect();
+        let started = std::time::Instant::now();
+        let c = circumstances(&cx, Map::new());
+        let policy = self.gateway.policy();
+        let tools: Vec<Tool> = self
+            .gateway
+            .catalog
+            .list()
+            .iter()
+            .filter(|e| policy.engine.may_call(&principal.subject, &target(e), &c))
+            .map(mcp_tool)
+            .collect();
+        let mut record = base_record("tools/list", &principal, &c);
+        record.outcome = "ok".into();
+        record.policies = vec![format!("policy-set-v{}", policy.version)];
+        record.latency_us = elapsed_us(started);
+        self.gateway
+            .audit
+            .record(record)
+            .await
+            .map_err(|_| audit_refusal())?;
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -173,19 +259,75 @@ impl ServerHandler for McpHandler {
         let Some(principal) = principal(&cx) else {
             return Err(ErrorData::invalid_request("not authenticated", None));
         };
+        let started = std::time::Instant::now();
         let _in_flight = self.gateway.begin_call();
-        let Some(entry) = self.gateway.catalog.get(&request.name) else {
-            return Err(ErrorData::invalid_params(
-                format!("unknown tool: {}", request.name),
-                None,
-            ));
+        if !self.gateway.audit.healthy() {
+            return Err(audit_refusal());
+        }
+        let arguments = request.arguments.unwrap_or_default();
+        let c = circumstances(&cx, arguments);
+        let mut record = base_record("tools/call", &principal, &c);
+        record.tool = Some(request.name.to_string());
+        let arguments = Value::Object(c.arguments.clone());
+        record.args_digest = Some(audit::digest(&arguments));
+
+        let entry = self.gateway.catalog.get(&request.name);
+        let policy = self.gateway.policy();
+        let decision = entry
+            .as_ref()
+            .map(|e| policy.engine.decide(&principal.subject, &target(e), &c));
+        if let Some(d) = &decision {
+            record.decision = Some(d.label().to_owned());
+            record.policies = d.policies().to_vec();
+        }
+        // The response for everything but an allowed call, recorded before it is sent.
+        let refusal: Option<Result<CallToolResponse, ErrorData>> = match (&entry, &decision) {
+            (None, _) | (_, None) => {
+                record.outcome = "unknown_tool".into();
+                Some(Err(unknown_tool(&request.name)))
+            }
+            (Some(_), Some(Decision::Deny { reasons, .. })) => {
+                record.outcome = "denied".into();
+                record.reasons = reasons.clone();
+                // Indistinguishable from an unknown tool.
+                Some(Err(unknown_tool(&request.name)))
+            }
+            (Some(_), Some(Decision::RequireApproval { .. })) => {
+                record.outcome = "approval_required".into();
+                Some(Ok(tool_error(format!(
+                    "approval required: calling `{}` needs a human's approval, which this gateway \
+                     cannot collect yet; the request was recorded and refused",
+                    request.name
+                ))
+                .into()))
+            }
+            (Some(_), Some(Decision::Allow { .. })) => None,
         };
-        let arguments = Value::Object(request.arguments.unwrap_or_default());
+        if let Some(response) = refusal {
+            record.latency_us = elapsed_us(started);
+            self.gateway
+                .audit
+                .record(record)
+                .await
+                .map_err(|_| audit_refusal())?;
+            return response;
+        }
+        let Some(entry) = entry else {
+            return Err(unknown_tool(&request.name));
+        };
+        if policy
+            .engine
+            .records_arguments(decision.as_ref().map_or(&[], |d| d.policies()))
+        {
+            record.arguments = Some(audit::redact(&arguments, &entry.tool().input_schema));
+        }
         let ctx = CallContext {
-            isolation_key: principal.agent,
+            isolation_key: principal.subject.path(),
         };
         let result = match entry.skill.call(&entry.tool().name, &arguments, &ctx).await {
             Ok(outcome) => {
+                record.outcome = "ok".into();
+                record.fuel = outcome.fuel_consumed;
                 let text = match &outcome.value {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -196,14 +338,26 @@ impl ServerHandler for McpHandler {
                 }
                 result
             }
-            Err(e @ (CallError::InvalidArguments(_) | CallError::Tool { .. })) => {
-                tool_error(e.to_string())
-            }
             Err(e) => {
-                tracing::warn!(tool = %request.name, error = %e, "tool call failed");
+                record.outcome = match &e {
+                    CallError::Trap(_) => "trap",
+                    CallError::InvalidArguments(_) | CallError::Tool { .. } => "tool_error",
+                    _ => "error",
+                }
+                .into();
+                record.error_class = Some(error_class(&e).to_owned());
+                if !matches!(e, CallError::InvalidArguments(_) | CallError::Tool { .. }) {
+                    tracing::warn!(tool = %request.name, error = %e, "tool call failed");
+                }
                 tool_error(e.to_string())
             }
         };
+        record.latency_us = elapsed_us(started);
+        // Acknowledge only once the record is durable; otherwise withhold the result.
+        if let Err(e) = self.gateway.audit.record(record).await {
+            tracing::error!(tool = %request.name, error = %e, "audit record failed; result withheld");
+            return Err(audit_refusal());
+        }
         Ok(result.into())
     }
 }

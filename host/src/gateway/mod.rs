@@ -6,15 +6,27 @@
 //! enforce. A skill whose names would not fit, or would collide with an installed tool, is
 //! refused at install with the reason.
 //!
+//! The [`Gateway`] holds what every request needs: the catalog, the store, the policy set in
+//! force (versioned in the store, swapped atomically on apply), the audit trail, the rate
+//! limiter and the registry of open streams (closed when their token is revoked).
+//!
 //! Invariants: the object that is dispatched is the one looked up (parse once); a tool
 //! failure is an MCP result with `isError: true`, never a protocol error; internal details
-//! (paths, traps' host context) never reach the agent beyond the runtime's own messages.
+//! (paths, traps' host context) never reach the agent beyond the runtime's own messages; a
+//! new store starts with the starter policy (version 1), never with no policy at all.
 
 pub mod mcp;
 
+use crate::audit::{AuditLog, ChainKey};
+use crate::identity;
+use crate::policy::{PolicyEngine, PolicyError, PolicyVersion, STARTER_POLICY, Target};
+use crate::ratelimit::RateLimiter;
 use crate::runtime::{Skill, ToolInfo};
+use crate::storage::{Store, StoreError};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
+use tokio_util::sync::CancellationToken;
 
 /// Longest exposed tool name.
 pub const MAX_EXPOSED_NAME: usize = 64;
@@ -169,6 +181,11 @@ impl Catalog {
         Ok(names)
     }
 
+    /// Tells subscribers the list may have changed (e.g. a new policy set).
+    pub fn announce(&self) {
+        let _ = self.changes.send(());
+    }
+
     /// Looks up an exposed tool.
     pub fn get(&self, exposed: &str) -> Option<Entry> {
         self.entries
@@ -195,11 +212,74 @@ impl Default for Catalog {
     }
 }
 
-/// Shared gateway state.
+/// The policy set in force and its version.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    /// The compiled set.
+    pub engine: PolicyEngine,
+    /// Its stored version (0: none applied).
+    pub version: u64,
+}
+
+/// Settings of a gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// Default calls per second per agent (0: unlimited); an agent's own limit overrides it.
+    pub rate_limit: u32,
+    /// The audience agent tokens must be bound to: this gateway's MCP URL.
+    pub audience: String,
+}
+
+/// Shared gateway state: catalog, store, policy, audit and rate limits.
 pub struct Gateway {
     /// The installed tools.
     pub catalog: Arc<Catalog>,
+    /// The store (identities, tokens, policies, audit).
+    pub store: Arc<Store>,
+    /// The audit trail.
+    pub audit: Arc<AuditLog>,
+    /// Per-agent rate limits.
+    pub limiter: RateLimiter,
+    /// The audience of agent tokens.
+    pub audience: String,
+    /// Open streams, by token id, so revocation can close them.
+    pub streams: StreamRegistry,
+    policy: RwLock<Arc<ActivePolicy>>,
     in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Cancellation handles of the streams open under each token.
+#[derive(Debug, Default)]
+pub struct StreamRegistry {
+    tokens: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+}
+
+impl StreamRegistry {
+    /// The handle streams of `token_id` watch (created on first use).
+    pub fn watch(&self, token_id: &str) -> CancellationToken {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Drop handles nobody watches any more (cancelled ones were revoked already).
+        if tokens.len() > 10_000 {
+            tokens.retain(|_, t| !t.is_cancelled());
+        }
+        tokens.entry(token_id.to_owned()).or_default().clone()
+    }
+
+    /// Closes every stream of these tokens.
+    pub fn close(&self, token_ids: &[String]) {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in token_ids {
+            if let Some(t) = tokens.remove(id) {
+                t.cancel();
+            }
+        }
+    }
 }
 
 /// Counts a tool call as in flight until dropped.
@@ -211,13 +291,98 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Why a policy set could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// It does not parse or validate.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The policy target of a catalog entry.
+pub fn target(entry: &Entry) -> Target {
+    let (namespace, _) = entry.exposed.split_once('_').unwrap_or(("", ""));
+    let a = &entry.tool().annotations;
+    Target {
+        exposed: entry.exposed.clone(),
+        namespace: namespace.to_owned(),
+        skill: entry.skill.name().to_owned(),
+        tool: entry.tool().name.clone(),
+        // Unsigned skills have no publisher yet (signing comes with the registry).
+        publisher: String::new(),
+        read_only: a.read_only.unwrap_or(false),
+        destructive: a.destructive.unwrap_or(false),
+        idempotent: a.idempotent.unwrap_or(false),
+        open_world: a.open_world.unwrap_or(false),
+    }
+}
+
 impl Gateway {
-    /// A gateway over `catalog`.
-    pub fn new(catalog: Arc<Catalog>) -> Self {
-        Self {
+    /// A gateway over `catalog` and `store` (whose identities are bootstrapped), with the
+    /// stored policy set in force (the starter policy on a new store) and the audit trail
+    /// (chain key in `data_dir/audit.key`) started.
+    pub fn open(
+        catalog: Arc<Catalog>,
+        store: Arc<Store>,
+        data_dir: &Path,
+        options: GatewayOptions,
+    ) -> anyhow::Result<Self> {
+        identity::bootstrap(&store)?;
+        let policy = match store.current_policy()? {
+            Some(bytes) => {
+                let version: PolicyVersion = serde_json::from_slice(&bytes)?;
+                ActivePolicy {
+                    engine: PolicyEngine::new(&version.text)?,
+                    version: version.version,
+                }
+            }
+            None => {
+                let version = store_policy(&store, STARTER_POLICY, "warden")?;
+                ActivePolicy {
+                    engine: PolicyEngine::new(STARTER_POLICY)?,
+                    version: version.version,
+                }
+            }
+        };
+        let key = ChainKey::load_or_create(&data_dir.join("audit.key"))?;
+        let audit = Arc::new(AuditLog::start(store.clone(), key)?);
+        Ok(Self {
             catalog,
+            store,
+            audit,
+            limiter: RateLimiter::new(options.rate_limit),
+            audience: options.audience,
+            streams: StreamRegistry::default(),
+            policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
-        }
+        })
+    }
+
+    /// The policy set in force.
+    pub fn policy(&self) -> Arc<ActivePolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Validates, stores (as the next version) and applies a policy set. Connected clients
+    /// are told the tool list changed, since what they may see can differ.
+    pub fn apply_policy(&self, text: &str, by: &str) -> Result<PolicyVersion, ApplyError> {
+        let engine = PolicyEngine::new(text)?;
+        let version = store_policy(&self.store, text, by)?;
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ActivePolicy {
+            engine,
+            version: version.version,
+        });
+        self.catalog.announce();
+        Ok(version)
     }
 
     /// Marks a tool call in flight (shutdown waits for these).
@@ -231,6 +396,26 @@ impl Gateway {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(std::sync::atomic::Ordering::Acquire)
     }
+}
+
+/// Stores a (validated) policy text as the next version.
+fn store_policy(store: &Store, text: &str, by: &str) -> Result<PolicyVersion, ApplyError> {
+    let policies = PolicyEngine::new(text)?.len();
+    let mut record = PolicyVersion {
+        version: 0,
+        text: text.to_owned(),
+        digest: blake3::hash(text.as_bytes()).to_hex().to_string(),
+        applied_at: identity::now_secs(),
+        applied_by: by.to_owned(),
+        policies,
+    };
+    let version = store.append_policy(|v| {
+        let mut r = record.clone();
+        r.version = v;
+        serde_json::to_vec(&r).unwrap_or_default()
+    })?;
+    record.version = version;
+    Ok(record)
 }
 
 #[cfg(test)]

@@ -1,31 +1,47 @@
-//! Policy: a pure decision over a principal, a tool and the request context, in Cedar.
+//! Policy: a pure decision over a principal, a tool, the call's arguments and the request
+//! context, in Cedar.
 //!
 //! Decisions are allow, deny (with the operator-readable reasons of the `forbid` policies
 //! that matched, via their `@reason("...")` annotation; agents only ever see a generic
 //! denial), or require-approval (an allowing `permit` annotated `@approval("required")`).
+//! A deciding `permit` annotated `@audit("arguments")` lets the audit trail keep the call's
+//! arguments (redacted); otherwise only their digest is kept.
+//!
+//! Arguments are open-ended, and Cedar records are closed, so they reach policies as entity
+//! tags: `context.arguments` carries every top-level argument as a string (strings as they
+//! are, anything else as compact JSON) and `context.numbers` every integer argument as a
+//! Long. Strict validation makes rules guard with `hasTag` before `getTag`, so a rule can
+//! never error on a missing argument.
 //!
 //! Invariants:
 //! - Deny by default: an empty policy set denies everything; `forbid` beats `permit` (Cedar).
 //! - Policies are validated against the schema (`SCHEMA`) in strict mode when applied; a set
-//!   that does not validate is refused whole.
+//!   that does not validate, or holds templates, is refused whole.
 //! - Fail closed: a policy that errors while evaluating is skipped by Cedar, which would make
 //!   an erroring `forbid` fail open, so any evaluation error of a `forbid` turns the decision
 //!   into a deny.
+//! - Listing ([`PolicyEngine::may_call`]) evaluates with the arguments unknown (Cedar partial
+//!   evaluation): a tool is listed unless every possible call of it is denied, so a tool
+//!   that is listed may still be refused for particular arguments, and one that is hidden
+//!   can never be called.
+//! - Only policies whose scope can match the principal and the tool are evaluated (a slice
+//!   cached per principal and tool); dropping the others cannot change a decision, since a
+//!   scope that does not match makes a policy false before its conditions run.
 //! - No I/O: the caller supplies everything the decision depends on.
 //!
 //! Threat: over-broad access to tools, and policy mistakes that silently allow.
-//!
-//! Not yet: rules over the call's arguments (a per-tool Cedar type generated from the tool's
-//! input schema, see `docs/design/identity-policy-audit.md`) and the rate context.
 
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
-    EntityTypeName, EntityUid, PolicyId, PolicySet, Request, RestrictedExpression, Schema,
-    ValidationMode, Validator,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, RequestBuilder,
+    ResourceConstraint, RestrictedExpression, Schema, ValidationMode, Validator,
 };
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 /// The Cedar schema every policy set is validated against.
 pub const SCHEMA: &str = r#"
@@ -47,16 +63,24 @@ namespace Warden {
     idempotent: Bool,
     openWorld: Bool,
   };
+  entity Arguments tags String;
+  entity Numbers tags Long;
   action call appliesTo {
     principal: Agent,
     resource: Tool,
     context: {
       now: __cedar::datetime,
       clientIp: __cedar::ipaddr,
+      rate: Long,
+      arguments: Arguments,
+      numbers: Numbers,
     }
   };
 }
 "#;
+
+/// Most slices kept before the cache is cleared (bounded memory whatever the traffic).
+const SLICE_CACHE_LIMIT: usize = 4096;
 
 /// Why a policy set could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +97,7 @@ pub enum PolicyError {
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subject {
     /// Tenant.
     pub tenant: String,
@@ -84,11 +108,22 @@ pub struct Subject {
     /// Agent name.
     pub agent: String,
     /// Groups the agent belongs to.
+    #[serde(default)]
     pub groups: Vec<String>,
 }
 
+impl Subject {
+    /// The agent's path `tenant/workspace/environment/agent` (its Cedar entity id).
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.tenant, self.workspace, self.environment, self.agent
+        )
+    }
+}
+
 /// Which tool is called.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Target {
     /// The exposed (namespaced) tool name; the Cedar entity id.
     pub exposed: String,
@@ -99,24 +134,35 @@ pub struct Target {
     /// Local tool name.
     pub tool: String,
     /// The skill's publisher ("" when unsigned).
+    #[serde(default)]
     pub publisher: String,
     /// MCP annotations (false when absent).
+    #[serde(default)]
     pub read_only: bool,
     /// Destructive hint.
+    #[serde(default)]
     pub destructive: bool,
     /// Idempotent hint.
+    #[serde(default)]
     pub idempotent: bool,
     /// Open-world hint.
+    #[serde(default)]
     pub open_world: bool,
 }
 
 /// Request context.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Circumstances {
     /// Current time, RFC 3339 (UTC).
     pub now: String,
     /// The client's IP address.
     pub client_ip: IpAddr,
+    /// The principal's calls in the current minute, this one included.
+    #[serde(default)]
+    pub rate: i64,
+    /// The call's arguments.
+    #[serde(default)]
+    pub arguments: Map<String, Value>,
 }
 
 /// The outcome of a policy check.
@@ -141,12 +187,51 @@ pub enum Decision {
     },
 }
 
+impl Decision {
+    /// The deciding policy ids.
+    pub fn policies(&self) -> &[String] {
+        match self {
+            Self::Allow { policies }
+            | Self::RequireApproval { policies }
+            | Self::Deny { policies, .. } => policies,
+        }
+    }
+
+    /// `allow`, `require-approval` or `deny`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Allow { .. } => "allow",
+            Self::RequireApproval { .. } => "require-approval",
+            Self::Deny { .. } => "deny",
+        }
+    }
+
+    /// The decision as JSON (`decision`, `policies`, and `reasons` for a deny).
+    pub fn to_json(&self) -> Value {
+        match self {
+            Self::Deny { reasons, policies } => {
+                serde_json::json!({"decision": self.label(), "policies": policies, "reasons": reasons})
+            }
+            _ => serde_json::json!({"decision": self.label(), "policies": self.policies()}),
+        }
+    }
+}
+
 /// A validated policy set, ready to decide.
 pub struct PolicyEngine {
     set: PolicySet,
     authorizer: Authorizer,
     action: EntityUid,
     types: EntityTypes,
+    slices: RwLock<HashMap<SliceKey, Arc<PolicySet>>>,
+}
+
+/// A slice is valid for one principal (with its groups) and one tool.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct SliceKey {
+    principal: String,
+    groups: Vec<String>,
+    tool: String,
 }
 
 /// The schema's entity type names, parsed once.
@@ -154,6 +239,8 @@ struct EntityTypes {
     agent: EntityTypeName,
     tool: EntityTypeName,
     group: EntityTypeName,
+    arguments: EntityTypeName,
+    numbers: EntityTypeName,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -174,11 +261,24 @@ fn schema() -> Result<Schema, PolicyError> {
         .map_err(|e| PolicyError::Schema(e.to_string()))
 }
 
+/// The request's entities and context, built once per decision.
+struct Built {
+    principal: EntityUid,
+    resource: EntityUid,
+    entities: Entities,
+    context: Context,
+}
+
 impl PolicyEngine {
     /// Parses and validates a policy set (Cedar text; `@id("...")` names a policy).
     pub fn new(text: &str) -> Result<Self, PolicyError> {
         let schema = schema()?;
         let parsed = PolicySet::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?;
+        if parsed.num_of_templates() > 0 {
+            return Err(PolicyError::Invalid(
+                "  policy templates are not supported: write static policies".into(),
+            ));
+        }
         // Honour @id annotations as policy ids (unique), like the Cedar CLI does.
         let mut set = PolicySet::new();
         for policy in parsed.policies() {
@@ -203,12 +303,15 @@ impl PolicyEngine {
             agent: type_name("Warden::Agent")?,
             tool: type_name("Warden::Tool")?,
             group: type_name("Warden::Group")?,
+            arguments: type_name("Warden::Arguments")?,
+            numbers: type_name("Warden::Numbers")?,
         };
         Ok(Self {
             set,
             authorizer: Authorizer::new(),
             action,
             types,
+            slices: RwLock::default(),
         })
     }
 
@@ -220,6 +323,14 @@ impl PolicyEngine {
     /// Whether the set is empty (and so denies everything).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether any of `policies` lets the audit trail keep the call's arguments
+    /// (`@audit("arguments")`).
+    pub fn records_arguments(&self, policies: &[String]) -> bool {
+        policies.iter().any(|id| {
+            self.set.annotation(&PolicyId::new(id.as_str()), "audit") == Some("arguments")
+        })
     }
 
     /// Decides one call. Never fails: anything that cannot be evaluated is a deny.
@@ -238,7 +349,108 @@ impl PolicyEngine {
         }
     }
 
-    fn evaluate(&self, s: &Subject, t: &Target, c: &Circumstances) -> Result<Decision, String> {
+    /// Whether `subject` may call `target` with some arguments (allowed or with approval):
+    /// the listing check. The arguments in `circumstances` are ignored and treated as
+    /// unknown; anything that cannot be evaluated hides the tool.
+    pub fn may_call(
+        &self,
+        subject: &Subject,
+        target: &Target,
+        circumstances: &Circumstances,
+    ) -> bool {
+        let Ok(built) = self.build(subject, target, circumstances, false) else {
+            return false;
+        };
+        let request = RequestBuilder::default()
+            .principal(built.principal)
+            .action(self.action.clone())
+            .resource(built.resource)
+            .context(built.context)
+            .build();
+        let slice = self.slice(subject, target);
+        let response = self
+            .authorizer
+            .is_authorized_partial(&request, &slice, &built.entities);
+        let forbid_errored = response.definitely_errored().any(|id| {
+            slice
+                .policy(id)
+                .is_some_and(|p| p.effect() == Effect::Forbid)
+        });
+        !forbid_errored && response.decision() != Some(CedarDecision::Deny)
+    }
+
+    /// The policies whose scope can match this principal and tool, cached.
+    fn slice(&self, s: &Subject, t: &Target) -> Arc<PolicySet> {
+        let key = SliceKey {
+            principal: s.path(),
+            groups: s.groups.clone(),
+            tool: t.exposed.clone(),
+        };
+        if let Some(slice) = self
+            .slices
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return slice.clone();
+        }
+        let principal = EntityUid::from_type_name_and_id(
+            self.types.agent.clone(),
+            EntityId::new(&key.principal),
+        );
+        let groups: HashSet<EntityUid> = s
+            .groups
+            .iter()
+            .map(|g| EntityUid::from_type_name_and_id(self.types.group.clone(), EntityId::new(g)))
+            .collect();
+        let resource =
+            EntityUid::from_type_name_and_id(self.types.tool.clone(), EntityId::new(&t.exposed));
+        let principal_in = |uid: &EntityUid| *uid == principal || groups.contains(uid);
+        let mut slice = PolicySet::new();
+        for policy in self.set.policies() {
+            let principal_matches = match policy.principal_constraint() {
+                PrincipalConstraint::Any => true,
+                PrincipalConstraint::Eq(uid) => uid == principal,
+                PrincipalConstraint::In(uid) => principal_in(&uid),
+                PrincipalConstraint::Is(ty) => ty == self.types.agent,
+                PrincipalConstraint::IsIn(ty, uid) => ty == self.types.agent && principal_in(&uid),
+            };
+            // Tools have no parents: `resource in X` holds only for X itself.
+            let resource_matches = match policy.resource_constraint() {
+                ResourceConstraint::Any => true,
+                ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => uid == resource,
+                ResourceConstraint::Is(ty) => ty == self.types.tool,
+                ResourceConstraint::IsIn(ty, uid) => ty == self.types.tool && uid == resource,
+            };
+            if principal_matches && resource_matches {
+                // Ids are unique in the full set, so adding cannot fail; if it did, keep
+                // the full set rather than decide on a partial one.
+                if slice.add(policy.clone()).is_err() {
+                    return Arc::new(self.set.clone());
+                }
+            }
+        }
+        let slice = Arc::new(slice);
+        let mut slices = self
+            .slices
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slices.len() >= SLICE_CACHE_LIMIT {
+            slices.clear();
+        }
+        slices.insert(key, slice.clone());
+        slice
+    }
+
+    /// Builds entities and context. With `known_arguments` false the arguments are unknown
+    /// (for partial evaluation).
+    fn build(
+        &self,
+        s: &Subject,
+        t: &Target,
+        c: &Circumstances,
+        known_arguments: bool,
+    ) -> Result<Built, String> {
         // Entities and context are built with Cedar's typed API (no JSON round trip): the
         // policies were validated against the schema when applied, and these values are
         // constructed here to the schema's shape.
@@ -246,8 +458,7 @@ impl PolicyEngine {
             EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
         };
         let string = |v: &str| RestrictedExpression::new_string(v.to_owned());
-        let agent_id = format!("{}/{}/{}/{}", s.tenant, s.workspace, s.environment, s.agent);
-        let principal = uid(&self.types.agent, &agent_id);
+        let principal = uid(&self.types.agent, &s.path());
         let resource = uid(&self.types.tool, &t.exposed);
         let agent = Entity::new(
             principal.clone(),
@@ -287,20 +498,77 @@ impl PolicyEngine {
             HashSet::new(),
         )
         .map_err(|e| e.to_string())?;
-        let entities = Entities::from_entities([agent, tool], None).map_err(|e| e.to_string())?;
-        let context = Context::from_pairs([
+        let mut entities = vec![agent, tool];
+        let mut context = vec![
             ("now".to_owned(), RestrictedExpression::new_datetime(&c.now)),
             (
                 "clientIp".to_owned(),
                 RestrictedExpression::new_ip(c.client_ip.to_string()),
             ),
-        ])
+            ("rate".to_owned(), RestrictedExpression::new_long(c.rate)),
+        ];
+        if known_arguments {
+            let arguments = uid(&self.types.arguments, "call");
+            let numbers = uid(&self.types.numbers, "call");
+            let strings = c.arguments.iter().map(|(k, v)| {
+                let text = match v {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                (k.clone(), RestrictedExpression::new_string(text))
+            });
+            let longs = c.arguments.iter().filter_map(|(k, v)| {
+                Some((k.clone(), RestrictedExpression::new_long(v.as_i64()?)))
+            });
+            entities.push(
+                Entity::new_with_tags(arguments.clone(), [], [], strings)
+                    .map_err(|e| e.to_string())?,
+            );
+            entities.push(
+                Entity::new_with_tags(numbers.clone(), [], [], longs).map_err(|e| e.to_string())?,
+            );
+            context.push((
+                "arguments".to_owned(),
+                RestrictedExpression::new_entity_uid(arguments),
+            ));
+            context.push((
+                "numbers".to_owned(),
+                RestrictedExpression::new_entity_uid(numbers),
+            ));
+        } else {
+            context.push((
+                "arguments".to_owned(),
+                RestrictedExpression::new_unknown("arguments"),
+            ));
+            context.push((
+                "numbers".to_owned(),
+                RestrictedExpression::new_unknown("numbers"),
+            ));
+        }
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
+        Ok(Built {
+            principal,
+            resource,
+            entities,
+            context,
+        })
+    }
+
+    fn evaluate(&self, s: &Subject, t: &Target, c: &Circumstances) -> Result<Decision, String> {
+        let built = self.build(s, t, c, true)?;
+        let request = Request::new(
+            built.principal,
+            self.action.clone(),
+            built.resource,
+            built.context,
+            None,
+        )
         .map_err(|e| e.to_string())?;
-        let request = Request::new(principal, self.action.clone(), resource, context, None)
-            .map_err(|e| e.to_string())?;
+        let slice = self.slice(s, t);
         let response = self
             .authorizer
-            .is_authorized(&request, &self.set, &entities);
+            .is_authorized(&request, &slice, &built.entities);
 
         // Fail closed: an erroring forbid must not let the call through.
         let errored_forbids: Vec<String> = response
@@ -312,7 +580,7 @@ impl PolicyEngine {
                 }
             })
             .filter(|id| {
-                self.set
+                slice
                     .policy(id)
                     .is_some_and(|p| p.effect() == Effect::Forbid)
             })
@@ -324,7 +592,8 @@ impl PolicyEngine {
                 policies: errored_forbids,
             });
         }
-        let deciding: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        let mut deciding: Vec<&PolicyId> = response.diagnostics().reason().collect();
+        deciding.sort();
         let policies: Vec<String> = deciding.iter().map(|id| id.to_string()).collect();
         Ok(match response.decision() {
             CedarDecision::Allow => {
@@ -353,5 +622,136 @@ impl PolicyEngine {
                 Decision::Deny { reasons, policies }
             }
         })
+    }
+}
+
+/// A policy set as stored: its text and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    /// Monotonic version number (1 is the first applied set).
+    pub version: u64,
+    /// The Cedar text.
+    pub text: String,
+    /// BLAKE3 of the text (hex).
+    pub digest: String,
+    /// Unix seconds when applied.
+    pub applied_at: u64,
+    /// Who applied it (admin principal name).
+    pub applied_by: String,
+    /// Number of policies.
+    pub policies: usize,
+}
+
+/// The starter policy `warden up` applies to a new data directory: the local agent may call
+/// the first-party tools (whose own sandbox still denies outbound HTTP until configured);
+/// every other principal stays denied until an operator writes policy.
+pub const STARTER_POLICY: &str = r#"// warden starter policy (version 1). Replace it with `warden policy apply FILE`.
+// Deny by default: only what a permit allows runs, and a forbid always wins.
+
+@id("local-agent-first-party")
+permit (
+  principal == Warden::Agent::"default/default/dev/local",
+  action == Warden::Action::"call",
+  resource
+) when { resource.namespace == "warden" };
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(groups: &[&str]) -> Subject {
+        Subject {
+            tenant: "acme".into(),
+            workspace: "core".into(),
+            environment: "prod".into(),
+            agent: "bot".into(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        }
+    }
+
+    fn target() -> Target {
+        Target {
+            exposed: "warden_http__request".into(),
+            namespace: "warden".into(),
+            skill: "http".into(),
+            tool: "request".into(),
+            publisher: String::new(),
+            read_only: false,
+            destructive: true,
+            idempotent: false,
+            open_world: true,
+        }
+    }
+
+    fn at(args: Value) -> Circumstances {
+        Circumstances {
+            now: "2026-11-25T10:00:00Z".into(),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            rate: 1,
+            arguments: args.as_object().cloned().unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn argument_rules_decide_calls_and_listing_sees_the_possibility() {
+        let engine = PolicyEngine::new(
+            r#"@id("github-get")
+               permit (principal in Warden::Group::"ops", action, resource)
+               when { context.arguments.hasTag("url")
+                      && context.arguments.getTag("url") like "https://api.github.com/*" };
+               @id("small-only") @reason("too many items")
+               forbid (principal, action, resource)
+               when { context.numbers.hasTag("limit") && context.numbers.getTag("limit") > 100 };"#,
+        )
+        .unwrap();
+        let ops = subject(&["ops"]);
+        let ok = at(serde_json::json!({"url": "https://api.github.com/repos", "limit": 5}));
+        assert_eq!(
+            engine.decide(&ops, &target(), &ok),
+            Decision::Allow {
+                policies: vec!["github-get".into()]
+            }
+        );
+        let other = at(serde_json::json!({"url": "https://evil.example/"}));
+        assert!(matches!(
+            engine.decide(&ops, &target(), &other),
+            Decision::Deny { .. }
+        ));
+        let big = at(serde_json::json!({"url": "https://api.github.com/x", "limit": 500}));
+        match engine.decide(&ops, &target(), &big) {
+            Decision::Deny { reasons, .. } => assert_eq!(reasons, ["too many items"]),
+            d => panic!("{d:?}"),
+        }
+        // Listing: the ops member may call it with some arguments; a non-member never can.
+        assert!(engine.may_call(&ops, &target(), &at(Value::Null)));
+        assert!(!engine.may_call(&subject(&[]), &target(), &at(Value::Null)));
+        // Unconditional forbid hides it even from ops.
+        let engine = PolicyEngine::new(
+            r#"permit (principal, action, resource);
+               forbid (principal, action, resource) when { resource.destructive };"#,
+        )
+        .unwrap();
+        assert!(!engine.may_call(&ops, &target(), &at(Value::Null)));
+        assert!(
+            !PolicyEngine::new("")
+                .unwrap()
+                .may_call(&ops, &target(), &at(Value::Null))
+        );
+    }
+
+    #[test]
+    fn templates_and_unguarded_tags_are_refused() {
+        assert!(
+            PolicyEngine::new(r#"permit (principal == ?principal, action, resource);"#).is_err()
+        );
+        // getTag without hasTag does not validate in strict mode.
+        assert!(
+            PolicyEngine::new(
+                r#"permit (principal, action, resource) when { context.arguments.getTag("x") == "y" };"#
+            )
+            .is_err()
+        );
+        assert!(PolicyEngine::new(STARTER_POLICY).is_ok());
     }
 }

@@ -1,8 +1,13 @@
 //! Streamable HTTP: `/mcp` (rmcp's `StreamableHttpService`, both spec eras on one endpoint),
 //! health and readiness, and RFC 9728 protected-resource metadata.
 //!
+//! Also `POST /token` (RFC 8693 exchange of a service token for a short-lived agent token)
+//! and, merged in, the admin API (`/admin/v1`, `/metrics`).
+//!
 //! Invariants: every `/mcp` request passes the bearer-token layer before rmcp sees it (401
-//! with `WWW-Authenticate: Bearer resource_metadata=...` otherwise); any `Origin` header not on
+//! with `WWW-Authenticate: Bearer resource_metadata=...` otherwise, and an audit record of
+//! why), then the per-agent rate limit (429 with `Retry-After`); a stream stays open only
+//! while its token is valid (revocation ends it); any `Origin` header not on
 //! the allow-list is refused (403); the `Host` header must be a loopback name unless
 //! configured; bodies over the limit get 413; sockets use TCP_NODELAY; shutdown stops
 //! accepting, cancels open streams and waits for in-flight calls up to a drain window.
@@ -10,18 +15,20 @@
 //! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools, and
 //! resource exhaustion through oversized requests.
 
+use crate::audit::{self, AuditRecord, elapsed_us};
 use crate::auth::{self, AuthError};
 use crate::gateway::Gateway;
 use crate::gateway::mcp::McpHandler;
-use crate::storage::Store;
-use axum::extract::{Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,9 +40,7 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// What the HTTP transport needs.
 #[derive(Clone)]
 pub struct HttpState {
-    /// Token store.
-    pub store: Arc<Store>,
-    /// The gateway.
+    /// The gateway (store, policy, audit, limits).
     pub gateway: Arc<Gateway>,
     /// The public base URL (`http://127.0.0.1:7878`).
     pub base_url: String,
@@ -47,37 +52,245 @@ impl HttpState {
     }
 }
 
+/// The client address of a request.
+pub fn client_ip(extensions: &http::Extensions) -> Option<String> {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+}
+
+/// A 401 with the RFC 9728 challenge.
+fn unauthorized(state: &HttpState, e: &AuthError) -> Response {
+    let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
+    if !matches!(e, AuthError::Missing) {
+        challenge.push_str(", error=\"invalid_token\"");
+    }
+    // The wire says only "missing" or "invalid"; the audit record says which.
+    let body = if matches!(e, AuthError::Missing) {
+        "missing bearer token"
+    } else if matches!(e, AuthError::InQuery) {
+        "tokens are not accepted in the query string"
+    } else {
+        "invalid token"
+    };
+    let mut resp = (StatusCode::UNAUTHORIZED, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// 503: the audit trail cannot take records, so the request is refused (fail closed).
+pub(crate) fn audit_unavailable() -> Response {
+    (StatusCode::SERVICE_UNAVAILABLE, audit::UNAVAILABLE).into_response()
+}
+
 async fn require_token(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    // A hash and one redb point read (hot pages are cached in memory): cheap enough to run
-    // inline; a thread hop would cost more than the lookup.
-    let outcome = auth::authenticate(&state.store, authorization.as_deref(), req.uri().query());
-    match outcome {
-        Ok(principal) => {
-            req.extensions_mut().insert(principal);
-            next.run(req).await
-        }
+    let gateway = &state.gateway;
+    // A hash and two redb point reads (hot pages are cached in memory): cheap enough to run
+    // inline; a thread hop would cost more than the lookups.
+    let outcome = auth::authenticate(
+        &gateway.store,
+        authorization.as_deref(),
+        req.uri().query(),
+        &gateway.audience,
+    );
+    let mut record = AuditRecord::begin(
+        format!("{} /mcp", req.method()),
+        client_ip(req.extensions()),
+    );
+    let principal = match outcome {
+        Ok(principal) => principal,
         Err(AuthError::Store(e)) => {
             tracing::error!(error = %e, "token store failed; refusing request");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
         Err(e) => {
-            let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
-            if !matches!(e, AuthError::Missing) {
-                challenge.push_str(", error=\"invalid_token\"");
+            record.outcome = "unauthenticated".into();
+            record.error_class = Some(e.class().to_owned());
+            record.latency_us = elapsed_us(started);
+            if gateway.audit.record(record).await.is_err() {
+                return audit_unavailable();
             }
-            let mut resp = (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
-            if let Ok(v) = HeaderValue::from_str(&challenge) {
-                resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+            return unauthorized(&state, &e);
+        }
+    };
+    record.principal = Some(principal.subject.path());
+    record.token_id = Some(principal.token_id.clone());
+    match gateway
+        .limiter
+        .check(&principal.subject.path(), principal.rate_limit)
+    {
+        Ok(admitted) => {
+            req.extensions_mut().insert(admitted);
+        }
+        Err(limited) => {
+            record.outcome = "rate_limited".into();
+            record.latency_us = elapsed_us(started);
+            if gateway.audit.record(record).await.is_err() {
+                return audit_unavailable();
             }
-            resp
+            let mut resp = (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded; retry later",
+            )
+                .into_response();
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(limited.retry_after_secs),
+            );
+            return resp;
+        }
+    }
+    let token_id = principal.token_id.clone();
+    req.extensions_mut().insert(principal);
+    let response = next.run(req).await;
+    // Streams stay open only while their token does: revocation ends them.
+    let is_stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    if is_stream {
+        let closed = gateway.streams.watch(&token_id);
+        let (parts, body) = response.into_parts();
+        return Response::from_parts(parts, Body::new(UntilRevoked::new(body, closed)));
+    }
+    response
+}
+
+/// A response body that ends when its token is revoked.
+struct UntilRevoked {
+    inner: Body,
+    closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl UntilRevoked {
+    fn new(inner: Body, closed: CancellationToken) -> Self {
+        Self {
+            inner,
+            closed: Box::pin(closed.cancelled_owned()),
         }
     }
 }
+
+impl http_body::Body for UntilRevoked {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        if self.closed.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+}
+
+/// `POST /token`: OAuth 2.0 token exchange (RFC 8693) of a service token for a short-lived
+/// agent token bound to this gateway. Form fields: `grant_type` (the token-exchange URN),
+/// `subject_token` (the service token), optional `resource` or `audience` (must be this
+/// gateway's MCP URL) and `expires_in` (seconds, at most an hour).
+async fn token_exchange(
+    State(state): State<HttpState>,
+    ConnectInfo(addr): ConnectInfo<SocketAddr>,
+    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
+) -> Response {
+    let started = std::time::Instant::now();
+    let gateway = &state.gateway;
+    let oauth_error = |status: StatusCode, code: &str, description: &str| {
+        (
+            status,
+            Json(serde_json::json!({"error": code, "error_description": description})),
+        )
+            .into_response()
+    };
+    let mut record = AuditRecord::begin("token/exchange", Some(addr.ip().to_string()));
+    if form.get("grant_type").map(String::as_str) != Some(TOKEN_EXCHANGE_GRANT) {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "use grant_type=urn:ietf:params:oauth:grant-type:token-exchange",
+        );
+    }
+    let audience = form
+        .get("resource")
+        .or_else(|| form.get("audience"))
+        .cloned()
+        .unwrap_or_else(|| gateway.audience.clone());
+    if audience != gateway.audience {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_target",
+            "this gateway only issues tokens for its own MCP URL",
+        );
+    }
+    let ttl = match form.get("expires_in").map(|v| v.parse::<u64>()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "expires_in must be a number of seconds",
+            );
+        }
+    };
+    let subject = form.get("subject_token").map(String::as_str).unwrap_or("");
+    let issued = auth::exchange(&gateway.store, subject, &audience, ttl);
+    record.latency_us = elapsed_us(started);
+    match issued {
+        Ok(issued) => {
+            record.principal = Some(issued.record.principal.clone());
+            record.token_id = issued.record.parent.clone();
+            record.outcome = "ok".into();
+            if gateway.audit.record(record).await.is_err() {
+                return audit_unavailable();
+            }
+            let expires_in = issued
+                .record
+                .expires_at
+                .map_or(0, |e| e.saturating_sub(issued.record.issued_at));
+            let mut resp = Json(serde_json::json!({
+                "access_token": issued.token,
+                "issued_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "token_type": "Bearer",
+                "expires_in": expires_in,
+            }))
+            .into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err(AuthError::Store(e)) => {
+            tracing::error!(error = %e, "token store failed; refusing exchange");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        }
+        Err(e) => {
+            record.outcome = "unauthenticated".into();
+            record.error_class = Some(e.class().to_owned());
+            if gateway.audit.record(record).await.is_err() {
+                return audit_unavailable();
+            }
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_grant",
+                "the subject token is not a valid service token",
+            )
+        }
+    }
+}
+
+/// The RFC 8693 grant type.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 
 async fn resource_metadata(State(state): State<HttpState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({
@@ -150,7 +363,10 @@ pub fn router(state: HttpState, access: AccessRules, streams: CancellationToken)
     // Layers run outside-in: authentication first, then the JSON-RPC guard, then rmcp.
     let protected = Router::new()
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn(super::jsonrpc::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.gateway.clone(),
+            super::jsonrpc::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_token,
@@ -166,8 +382,10 @@ pub fn router(state: HttpState, access: AccessRules, streams: CancellationToken)
             "/.well-known/oauth-protected-resource/mcp",
             get(resource_metadata),
         )
-        .with_state(state)
+        .route("/token", post(token_exchange))
+        .with_state(state.clone())
         .merge(protected)
+        .merge(crate::admin::router(state.gateway.clone()))
 }
 
 /// Serves until `signal` is cancelled. Then it stops accepting connections, waits (up to

@@ -6,16 +6,23 @@
 //! body is read once up to the size limit (413 beyond), and a request that passes is handed
 //! on byte for byte.
 //!
+//! It is also where requests other than `tools/call` and `tools/list` (which the MCP handler
+//! audits with their decision) get their audit record, so every MCP request has one.
+//!
 //! Threat: parser confusion and error-path differences between layers (a request one layer
 //! rejects and another accepts).
 
+use crate::audit::AuditRecord;
+use crate::auth::Principal;
+use crate::gateway::Gateway;
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// JSON-RPC parse error.
 pub const PARSE_ERROR: i64 = -32700;
@@ -55,8 +62,17 @@ fn error(status: StatusCode, id: Option<&RawValue>, code: i64, message: &str) ->
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// What is wrong with a body, if anything.
-fn check(body: &[u8]) -> Option<Response> {
+/// What is wrong with a body, if anything (`Err`), else its method (`None` for a response).
+fn check(body: &[u8]) -> Result<Option<String>, Box<Response>> {
+    match problem(body) {
+        Some(response) => Err(Box::new(response)),
+        None => Ok(serde_json::from_slice::<Envelope<'_>>(body)
+            .ok()
+            .and_then(|e| e.method.map(str::to_owned))),
+    }
+}
+
+fn problem(body: &[u8]) -> Option<Response> {
     let envelope: Envelope<'_> = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -113,21 +129,52 @@ fn check(body: &[u8]) -> Option<Response> {
     None
 }
 
-/// Middleware: buffers POST bodies (up to `limit`), answers malformed JSON-RPC itself.
-pub async fn guard(req: Request, next: Next) -> Response {
-    if req.method() != Method::POST {
-        return next.run(req).await;
+/// Middleware: buffers POST bodies (up to `limit`), answers malformed JSON-RPC itself, and
+/// audits every request the MCP handler does not audit itself (all but `tools/call` and
+/// `tools/list`): the record is durable before the response leaves.
+pub async fn guard(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut record = AuditRecord::begin(String::new(), super::http::client_ip(req.extensions()));
+    if let Some(p) = req.extensions().get::<Principal>() {
+        record.principal = Some(p.subject.path());
+        record.token_id = Some(p.token_id.clone());
     }
-    let (parts, body) = req.into_parts();
-    let bytes: Bytes = match axum::body::to_bytes(body, super::http::MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    let response = if req.method() == Method::POST {
+        let (parts, body) = req.into_parts();
+        let bytes: Bytes = match axum::body::to_bytes(body, super::http::MAX_BODY_BYTES).await {
+            Ok(b) => b,
+            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+        };
+        match check(&bytes) {
+            Err(response) => {
+                record.request = "invalid".into();
+                *response
+            }
+            Ok(Some(method)) if method == "tools/call" || method == "tools/list" => {
+                return next
+                    .run(Request::from_parts(parts, Body::from(bytes)))
+                    .await;
+            }
+            Ok(method) => {
+                record.request = method.unwrap_or_else(|| "response".into());
+                next.run(Request::from_parts(parts, Body::from(bytes)))
+                    .await
+            }
+        }
+    } else {
+        record.request = format!("{} /mcp", req.method());
+        next.run(req).await
     };
-    if let Some(response) = check(&bytes) {
-        return response;
+    let status = response.status();
+    record.outcome = if status.is_success() { "ok" } else { "error" }.into();
+    if !status.is_success() {
+        record.error_class = Some(status.as_u16().to_string());
     }
-    next.run(Request::from_parts(parts, Body::from(bytes)))
-        .await
+    record.latency_us = crate::audit::elapsed_us(started);
+    if gateway.audit.record(record).await.is_err() {
+        return super::http::audit_unavailable();
+    }
+    response
 }
 
 #[cfg(test)]
@@ -135,7 +182,7 @@ mod tests {
     use super::*;
 
     fn code(body: &str) -> Option<(u16, i64)> {
-        check(body.as_bytes()).map(|r| {
+        problem(body.as_bytes()).map(|r| {
             let status = r.status().as_u16();
             let body = futures_body(r);
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -183,7 +230,7 @@ mod tests {
             None
         );
         // The error echoes the request id.
-        let r = check(call(r#"{}"#).as_bytes()).unwrap();
+        let r = problem(call(r#"{}"#).as_bytes()).unwrap();
         assert!(futures_body(r).contains(r#""id":7"#));
     }
 }

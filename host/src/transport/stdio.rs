@@ -97,7 +97,9 @@ pub async fn run(config: BridgeConfig) -> Result<()> {
     Ok(())
 }
 
-async fn connect(uri: &http::Uri) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+pub(crate) async fn connect(
+    uri: &http::Uri,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let host = uri.host().context("--url has no host")?.to_owned();
     let https = uri.scheme_str() == Some("https");
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });

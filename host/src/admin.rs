@@ -1,0 +1,577 @@
+//! The admin API (`/admin/v1/...`, JSON) and the Prometheus endpoint (`/metrics`): scopes,
+//! agents, tokens, policies, audit queries and usage. The CLI (`warden token|agent|policy|
+//! audit ...`) talks to a running gateway through it, since the running process holds the
+//! store's lock.
+//!
+//! Invariants: every route needs an admin token (`wdn_adm_`; agent tokens are refused);
+//! only `operator` admins may change anything, `approver` admins may read; every admin
+//! request is audited with the admin as principal (`admin:<name>`); a new token's secret
+//! appears once, in the response that created it, and never in a listing; policy text is
+//! validated before it is stored, and a refused set changes nothing.
+//!
+//! Threat: unauthorised changes to who may do what, and operators acting without a trace.
+
+use crate::audit::{self, AuditRecord};
+use crate::auth::{self, Admin, AuthError, IssueRequest, ROLE_OPERATOR};
+use crate::gateway::{ApplyError, Gateway, target};
+use crate::identity::{self, IdentityError};
+use crate::policy::{Circumstances, PolicyEngine, PolicyVersion, Subject, Target};
+use crate::storage::{StoreError, TokenKind};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+type Shared = State<Arc<Gateway>>;
+
+/// An API error: a status and a message for the operator.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({"error": self.1}))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(m) => Self(StatusCode::CONFLICT, m),
+            other => {
+                tracing::error!(error = %other, "store failed in the admin API");
+                Self(StatusCode::SERVICE_UNAVAILABLE, "the store failed".into())
+            }
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::Invalid(m) => Self(StatusCode::BAD_REQUEST, m),
+            IdentityError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
+            IdentityError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => s.into(),
+            AuthError::Unknown => Self(StatusCode::NOT_FOUND, "no such token".into()),
+            AuthError::Refused(m) => Self(StatusCode::BAD_REQUEST, m),
+            other => Self(StatusCode::CONFLICT, other.to_string()),
+        }
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, message.into())
+}
+
+/// Builds the admin router over `gateway`.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/admin/v1/scopes", get(list_scopes).post(create_scope))
+        .route("/admin/v1/agents", get(list_agents).post(put_agent))
+        .route(
+            "/admin/v1/agents/{*path}",
+            axum::routing::delete(delete_agent),
+        )
+        .route("/admin/v1/tokens", get(list_tokens).post(issue_token))
+        .route("/admin/v1/tokens/{id}/rotate", post(rotate_token))
+        .route("/admin/v1/tokens/{id}/revoke", post(revoke_token))
+        .route("/admin/v1/policies", get(policy_history).post(apply_policy))
+        .route("/admin/v1/policies/current", get(current_policy))
+        .route("/admin/v1/policies/test", post(test_policy))
+        .route("/admin/v1/audit", get(query_audit))
+        .route("/admin/v1/audit/verify", get(verify_audit))
+        .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            require_admin,
+        ))
+        .with_state(gateway)
+}
+
+async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let mut record = AuditRecord::begin(
+        format!("admin {} {}", req.method(), req.uri().path()),
+        crate::transport::http::client_ip(req.extensions()),
+    );
+    let response =
+        match auth::authenticate_admin(&gateway.store, authorization.as_deref(), req.uri().query())
+        {
+            Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+            Err(e) => {
+                record.error_class = Some(e.class().to_owned());
+                let mut r = ApiError(StatusCode::UNAUTHORIZED, "admin token required".into())
+                    .into_response();
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    axum::http::HeaderValue::from_static("Bearer"),
+                );
+                r
+            }
+            Ok(admin) => {
+                record.principal = Some(format!("admin:{}", admin.name));
+                record.token_id = Some(admin.token_id.clone());
+                let reads =
+                    req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
+                if !reads && admin.role != ROLE_OPERATOR {
+                    ApiError(
+                        StatusCode::FORBIDDEN,
+                        format!("the `{}` role may only read", admin.role),
+                    )
+                    .into_response()
+                } else {
+                    req.extensions_mut().insert(admin);
+                    next.run(req).await
+                }
+            }
+        };
+    let status = response.status();
+    record.outcome = match status.as_u16() {
+        200..=299 => "ok",
+        401 => "unauthenticated",
+        403 => "denied",
+        _ => "error",
+    }
+    .into();
+    if !status.is_success() {
+        record.error_class = record
+            .error_class
+            .or_else(|| Some(status.as_u16().to_string()));
+    }
+    record.latency_us = audit::elapsed_us(started);
+    if gateway.audit.record(record).await.is_err() {
+        return crate::transport::http::audit_unavailable();
+    }
+    response
+}
+
+async fn list_scopes(State(g): Shared) -> ApiResult {
+    let scopes: Vec<Value> = g
+        .store
+        .scopes()?
+        .into_iter()
+        .map(|(path, r)| {
+            let kind = ["tenant", "workspace", "environment"]
+                .get(path.split('/').count().saturating_sub(1))
+                .copied()
+                .unwrap_or("scope");
+            json!({"path": path, "kind": kind, "created_at": r.created_at})
+        })
+        .collect();
+    Ok(Json(json!({ "scopes": scopes })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ScopeBody {
+    path: String,
+}
+
+async fn create_scope(State(g): Shared, Json(body): Json<ScopeBody>) -> ApiResult {
+    identity::create_scope(&g.store, &body.path)?;
+    Ok((StatusCode::CREATED, Json(json!({"path": body.path}))).into_response())
+}
+
+async fn list_agents(State(g): Shared) -> ApiResult {
+    let agents: Vec<Value> = g
+        .store
+        .agents()?
+        .into_iter()
+        .map(|(path, r)| {
+            json!({"path": path, "groups": r.groups, "rate_limit": r.rate_limit, "created_at": r.created_at})
+        })
+        .collect();
+    Ok(Json(json!({ "agents": agents })).into_response())
+}
+
+#[derive(Deserialize)]
+struct AgentBody {
+    path: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    rate_limit: Option<u32>,
+}
+
+async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
+    let record = identity::put_agent(&g.store, &body.path, body.groups, body.rate_limit)?;
+    Ok(
+        Json(json!({"path": body.path, "groups": record.groups, "rate_limit": record.rate_limit}))
+            .into_response(),
+    )
+}
+
+async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
+    identity::parse_path(&path, 4)?;
+    // Close the streams of the tokens this revokes.
+    let ids: Vec<String> = g
+        .store
+        .tokens()?
+        .into_iter()
+        .filter(|(_, r)| r.kind != TokenKind::Admin && r.principal == path)
+        .map(|(_, r)| r.id)
+        .collect();
+    if !g.store.delete_agent(&path, identity::now_secs())? {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("agent `{path}` does not exist"),
+        ));
+    }
+    g.streams.close(&ids);
+    Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
+}
+
+#[derive(Deserialize)]
+struct TokenFilter {
+    principal: Option<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_tokens(State(g): Shared, Query(f): Query<TokenFilter>) -> ApiResult {
+    let now = identity::now_secs();
+    let mut tokens: Vec<Value> = g
+        .store
+        .tokens()?
+        .into_iter()
+        .map(|(_, r)| r)
+        .filter(|r| f.principal.as_deref().is_none_or(|p| r.principal == p))
+        .filter(|r| f.all || (r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now)))
+        .map(|r| {
+            let state = if r.revoked_at.is_some() {
+                "revoked"
+            } else if r.expires_at.is_some_and(|e| e <= now) {
+                "expired"
+            } else if r.rotated_to.is_some() {
+                "rotating"
+            } else {
+                "active"
+            };
+            let mut v = serde_json::to_value(&r).unwrap_or(Value::Null);
+            v["state"] = json!(state);
+            v
+        })
+        .collect();
+    tokens.sort_by_key(|v| v["issued_at"].as_u64());
+    Ok(Json(json!({ "tokens": tokens })).into_response())
+}
+
+#[derive(Deserialize)]
+struct IssueBody {
+    /// `service` (default) or `admin`.
+    kind: Option<String>,
+    /// Agent path (service) or admin name (admin).
+    principal: String,
+    /// Admin role.
+    role: Option<String>,
+    ttl_secs: Option<u64>,
+    #[serde(default)]
+    label: String,
+}
+
+async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult {
+    let kind = match body.kind.as_deref().unwrap_or("service") {
+        "service" => TokenKind::Service,
+        "admin" => TokenKind::Admin,
+        other => {
+            return Err(bad(format!(
+                "kind `{other}` cannot be issued here: use `service` or `admin` (agent tokens come from POST /token)"
+            )));
+        }
+    };
+    let issued = auth::issue(
+        &g.store,
+        IssueRequest {
+            kind,
+            principal: body.principal,
+            role: body.role.unwrap_or_else(|| ROLE_OPERATOR.into()),
+            ttl: body.ttl_secs,
+            label: body.label,
+            audience: None,
+            parent: None,
+        },
+    )?;
+    let mut resp = (
+        StatusCode::CREATED,
+        Json(json!({"token": issued.token, "record": issued.record})),
+    )
+        .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+#[derive(Deserialize, Default)]
+struct RotateBody {
+    #[serde(default)]
+    grace_secs: u64,
+}
+
+async fn rotate_token(
+    State(g): Shared,
+    Path(id): Path<String>,
+    body: Option<Json<RotateBody>>,
+) -> ApiResult {
+    let grace = body.map(|b| b.0.grace_secs).unwrap_or(0);
+    let issued = auth::rotate(&g.store, &id, grace)?;
+    if grace == 0 {
+        g.streams.close(std::slice::from_ref(&id));
+    }
+    let mut resp = Json(json!({
+        "token": issued.token,
+        "record": issued.record,
+        "old_token_valid_until": identity::now_secs() + grace,
+    }))
+    .into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
+}
+
+async fn revoke_token(State(g): Shared, Path(id): Path<String>) -> ApiResult {
+    let ids = auth::revoke(&g.store, &id)?;
+    g.streams.close(&ids);
+    Ok(Json(json!({ "revoked": ids })).into_response())
+}
+
+fn versions(g: &Gateway) -> Result<Vec<PolicyVersion>, ApiError> {
+    g.store
+        .policy_versions()?
+        .iter()
+        .map(|b| {
+            serde_json::from_slice(b)
+                .map_err(|e| ApiError::from(StoreError::Corrupt(e.to_string())))
+        })
+        .collect()
+}
+
+async fn policy_history(State(g): Shared) -> ApiResult {
+    let history: Vec<Value> = versions(&g)?
+        .into_iter()
+        .map(|v| {
+            json!({"version": v.version, "digest": v.digest, "applied_at": v.applied_at,
+                   "applied_by": v.applied_by, "policies": v.policies})
+        })
+        .collect();
+    Ok(Json(json!({"current": g.policy().version, "versions": history})).into_response())
+}
+
+async fn current_policy(State(g): Shared) -> ApiResult {
+    let current = versions(&g)?.pop();
+    Ok(Json(json!({ "policy": current })).into_response())
+}
+
+#[derive(Deserialize)]
+struct ApplyBody {
+    text: String,
+}
+
+async fn apply_policy(
+    State(g): Shared,
+    Extension(admin): Extension<Admin>,
+    Json(body): Json<ApplyBody>,
+) -> ApiResult {
+    match g.apply_policy(&body.text, &admin.name) {
+        Ok(v) => Ok((
+            StatusCode::CREATED,
+            Json(json!({"version": v.version, "digest": v.digest, "policies": v.policies})),
+        )
+            .into_response()),
+        Err(ApplyError::Policy(e)) => {
+            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
+        }
+        Err(ApplyError::Store(e)) => Err(e.into()),
+    }
+}
+
+/// A simulated request: who (an existing agent's path, or a full subject), which tool (an
+/// installed tool's exposed name, or a full target), with what.
+#[derive(Deserialize)]
+struct TestBody {
+    /// Policy text to test instead of the set in force.
+    policy: Option<String>,
+    agent: Option<String>,
+    subject: Option<Subject>,
+    tool: Option<String>,
+    target: Option<Target>,
+    #[serde(default)]
+    arguments: serde_json::Map<String, Value>,
+    now: Option<String>,
+    client_ip: Option<std::net::IpAddr>,
+    rate: Option<i64>,
+}
+
+async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult {
+    let subject = match (body.subject, body.agent) {
+        (Some(s), _) => s,
+        (None, Some(path)) => {
+            let record = g
+                .store
+                .agent(&path)?
+                .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no agent `{path}`")))?;
+            identity::subject(&path, &record).ok_or_else(|| bad("bad agent path"))?
+        }
+        (None, None) => return Err(bad("give `agent` (a path) or `subject`")),
+    };
+    let target = match (body.target, body.tool) {
+        (Some(t), _) => t,
+        (None, Some(name)) => {
+            let entry = g.catalog.get(&name).ok_or_else(|| {
+                ApiError(StatusCode::NOT_FOUND, format!("no installed tool `{name}`"))
+            })?;
+            target(&entry)
+        }
+        (None, None) => return Err(bad("give `tool` (an exposed name) or `target`")),
+    };
+    let c = Circumstances {
+        now: body.now.unwrap_or_else(|| {
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+        }),
+        client_ip: body
+            .client_ip
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+        rate: body.rate.unwrap_or(1),
+        arguments: body.arguments,
+    };
+    let (decision, listed, version) = match body.policy {
+        Some(text) => {
+            let engine = PolicyEngine::new(&text)
+                .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+            let d = engine.decide(&subject, &target, &c);
+            (d, engine.may_call(&subject, &target, &c), None)
+        }
+        None => {
+            let p = g.policy();
+            let d = p.engine.decide(&subject, &target, &c);
+            (d, p.engine.may_call(&subject, &target, &c), Some(p.version))
+        }
+    };
+    let mut out = decision.to_json();
+    out["listed"] = json!(listed);
+    out["policy_version"] = json!(version);
+    out["principal"] = json!(subject.path());
+    out["tool"] = json!(target.exposed);
+    Ok(Json(out).into_response())
+}
+
+async fn query_audit(State(g): Shared, Query(q): Query<audit::Query>) -> ApiResult {
+    let records = g.audit.query(&q)?;
+    Ok(Json(json!({ "records": records })).into_response())
+}
+
+async fn verify_audit(State(g): Shared) -> ApiResult {
+    let v = g.audit.verify()?;
+    let status = if v.first_broken.is_some() {
+        StatusCode::CONFLICT
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(json!(v))).into_response())
+}
+
+#[derive(Deserialize)]
+struct UsageQuery {
+    group_by: Option<String>,
+}
+
+async fn usage(State(g): Shared, Query(q): Query<UsageQuery>) -> ApiResult {
+    let group_by = q.group_by.unwrap_or_else(|| "agent".into());
+    if !["tenant", "workspace", "environment", "agent", "tool"].contains(&group_by.as_str()) {
+        return Err(bad(
+            "group_by is one of tenant, workspace, environment, agent, tool",
+        ));
+    }
+    Ok(Json(json!({"group_by": group_by, "usage": g.audit.usage(&group_by)})).into_response())
+}
+
+/// Escapes a Prometheus label value.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn metrics(State(g): Shared) -> Response {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let series = [
+        (
+            "warden_calls_total",
+            "Requests recorded in the audit trail.",
+        ),
+        ("warden_errors_total", "Requests that did not succeed."),
+        (
+            "warden_latency_microseconds_total",
+            "Sum of request latencies.",
+        ),
+        ("warden_fuel_total", "Sum of fuel consumed by tool calls."),
+    ];
+    let usage = g.audit.usage_raw();
+    for (i, (name, help)) in series.iter().enumerate() {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (key, u) in &usage {
+            let (principal, tool) = key.split_once('|').unwrap_or((key.as_str(), "-"));
+            let mut seg = principal.splitn(4, '/');
+            let (t, w, e, a) = (
+                seg.next().unwrap_or(""),
+                seg.next().unwrap_or(""),
+                seg.next().unwrap_or(""),
+                seg.next().unwrap_or(""),
+            );
+            let value = [u.calls, u.errors, u.latency_us, u.fuel][i];
+            let _ = writeln!(
+                out,
+                "{name}{{tenant=\"{}\",workspace=\"{}\",environment=\"{}\",agent=\"{}\",tool=\"{}\"}} {value}",
+                label(t),
+                label(w),
+                label(e),
+                label(a),
+                label(tool)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP warden_tools_installed Tools in the catalog.\n# TYPE warden_tools_installed gauge\nwarden_tools_installed {}",
+        g.catalog.list().len()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP warden_policy_version Version of the policy set in force.\n# TYPE warden_policy_version gauge\nwarden_policy_version {}",
+        g.policy().version
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn openapi() -> Response {
+    Json(crate::admin::openapi_document()).into_response()
+}
+
+/// The OpenAPI document of the admin API.
+pub fn openapi_document() -> Value {
+    json!({})
+}

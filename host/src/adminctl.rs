@@ -1,0 +1,629 @@
+//! The operator CLI (`warden scope|agent|token|policy|audit ...`): thin commands over the
+//! admin API of a running gateway (the running process holds the store's lock, so the CLI
+//! never opens it), plus `warden audit verify --offline` for a stopped gateway's data
+//! directory.
+//!
+//! The gateway URL and admin token come from flags, else `WARDEN_ADMIN_URL` /
+//! `WARDEN_ADMIN_TOKEN`, else the `endpoint` and `admin.token` files `warden up` writes in
+//! the data directory (0600), so on the gateway's own machine the commands just work.
+//!
+//! Invariants: the admin token is never printed or put in a URL; a new token's secret is
+//! printed once, on stdout alone, so it can be captured; errors from the API are shown with
+//! their status and message, and the command exits non-zero.
+//!
+//! Threat: admin credentials leaking through process listings or shell history (prefer the
+//! file or the environment over `--admin-token`).
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+
+/// Where the gateway is and how to authenticate to it.
+#[derive(Debug, Args)]
+pub struct Target {
+    /// Data directory of the gateway (to find `endpoint` and `admin.token`).
+    #[arg(long, env = "WARDEN_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+    /// Gateway base URL (default: the data directory's `endpoint` file).
+    #[arg(long, env = "WARDEN_ADMIN_URL", global = true)]
+    url: Option<String>,
+    /// Admin token (default: the data directory's `admin.token` file).
+    #[arg(
+        long,
+        env = "WARDEN_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    admin_token: Option<String>,
+    /// Print the API's JSON instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// `warden scope ...`
+#[derive(Debug, Subcommand)]
+pub enum ScopeCommand {
+    /// Create a tenant, `tenant/workspace` or `tenant/workspace/environment`.
+    Create {
+        /// The path.
+        path: String,
+    },
+    /// List tenants, workspaces and environments.
+    List,
+}
+
+/// `warden agent ...`
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create or update an agent (`tenant/workspace/environment/name`).
+    Put {
+        /// The agent path.
+        path: String,
+        /// Group (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// Calls per second (0: unlimited; default: the gateway's).
+        #[arg(long)]
+        rate_limit: Option<u32>,
+    },
+    /// List agents.
+    List,
+    /// Delete an agent and revoke its tokens.
+    Delete {
+        /// The agent path.
+        path: String,
+    },
+}
+
+/// `warden token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a service token for an agent (or an admin token with --admin).
+    Issue {
+        /// Agent path (or admin name with --admin).
+        principal: String,
+        /// Lifetime, e.g. `30d`, `12h` (default 90 days for service tokens).
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+        /// Issue an admin token instead.
+        #[arg(long)]
+        admin: bool,
+        /// Admin role: operator or approver.
+        #[arg(long, default_value = "operator")]
+        role: String,
+        /// A note shown in listings.
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List tokens (active ones unless --all).
+    List {
+        /// Only this principal's.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Include revoked and expired tokens.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Replace a token; the old one keeps working for the grace window.
+    Rotate {
+        /// Token id (`tok_...`).
+        id: String,
+        /// How long the old token stays valid, e.g. `10m` (default: none).
+        #[arg(long)]
+        grace: Option<humantime::Duration>,
+    },
+    /// Revoke a token (and the agent tokens exchanged from it); its streams close.
+    Revoke {
+        /// Token id (`tok_...`).
+        id: String,
+    },
+}
+
+/// `warden policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate and apply a Cedar policy file as the next version.
+    Apply {
+        /// The policy file.
+        file: PathBuf,
+    },
+    /// Simulate a call: show the decision and the policies behind it.
+    Test {
+        /// Agent path.
+        #[arg(long)]
+        agent: String,
+        /// Exposed tool name.
+        #[arg(long)]
+        tool: String,
+        /// Arguments as a JSON object.
+        #[arg(long, default_value = "{}")]
+        args: String,
+        /// Test this policy file instead of the set in force.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Time of the call (RFC 3339; default now).
+        #[arg(long)]
+        now: Option<String>,
+        /// Client IP of the call (default 127.0.0.1).
+        #[arg(long)]
+        client_ip: Option<String>,
+    },
+    /// Show the policy set in force.
+    Show,
+    /// List every applied version.
+    History,
+}
+
+/// `warden audit ...`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Show recent records (newest first), filtered.
+    Tail {
+        /// Principal or a prefix (`tenant`, `tenant/workspace`, ...).
+        #[arg(long)]
+        principal: Option<String>,
+        /// Exposed tool name.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Outcome (ok, denied, tool_error, trap, unauthenticated, ...).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// Only records newer than this, e.g. `1h`.
+        #[arg(long)]
+        since: Option<humantime::Duration>,
+        /// How many.
+        #[arg(long, short = 'n', default_value_t = 20)]
+        limit: usize,
+    },
+    /// Verify the hash chain; names the first broken record.
+    Verify {
+        /// Read the data directory directly (the gateway must be stopped).
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Usage counters grouped by tenant, workspace, environment, agent or tool.
+    Usage {
+        /// Grouping.
+        #[arg(long, default_value = "agent")]
+        by: String,
+    },
+}
+
+struct Client {
+    base: String,
+    token: String,
+}
+
+fn data_dir(t: &Target) -> PathBuf {
+    t.data_dir
+        .clone()
+        .unwrap_or_else(crate::up::default_data_dir)
+}
+
+impl Client {
+    fn new(t: &Target) -> Result<Self> {
+        let dir = data_dir(t);
+        let base = match &t.url {
+            Some(u) => u.clone(),
+            None => std::fs::read_to_string(dir.join(crate::up::ENDPOINT_FILE))
+                .map(|s| s.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no gateway URL: pass --url or start `warden up` with --data-dir {}",
+                        dir.display()
+                    )
+                })?,
+        };
+        let token = match &t.admin_token {
+            Some(tok) => tok.clone(),
+            None => std::fs::read_to_string(dir.join(crate::up::ADMIN_TOKEN_FILE))
+                .map(|s| s.trim().to_owned())
+                .with_context(|| {
+                    format!(
+                        "no admin token: pass --admin-token (or WARDEN_ADMIN_TOKEN), or run on the gateway's machine with --data-dir {}",
+                        dir.display()
+                    )
+                })?,
+        };
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        })
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let uri: http::Uri = format!("{}{path}", self.base)
+            .parse()
+            .context("the gateway URL is not valid")?;
+        let mut send = crate::transport::stdio::connect(&uri)
+            .await
+            .with_context(|| format!("is the gateway running at {}?", self.base))?;
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(http::header::HOST, authority)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(bytes)))?;
+        let resp = send.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        let value: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
+        if !status.is_success() && status != http::StatusCode::CONFLICT {
+            let message = value["error"]
+                .as_str()
+                .map_or_else(|| value.to_string(), str::to_owned);
+            bail!("{status}: {message}");
+        }
+        Ok(value)
+    }
+}
+
+fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref().map(|v| {
+                let enc: String = v
+                    .bytes()
+                    .map(|b| {
+                        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+                            (b as char).to_string()
+                        } else {
+                            format!("%{b:02X}")
+                        }
+                    })
+                    .collect();
+                format!("{k}={enc}")
+            })
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
+    if json {
+        println!("{value}");
+    } else {
+        human(value);
+    }
+}
+
+/// `warden scope ...`
+pub async fn scope(t: Target, cmd: ScopeCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        ScopeCommand::Create { path } => {
+            let v = c
+                .call("POST", "/admin/v1/scopes", Some(json!({"path": path})))
+                .await?;
+            print(t.json, &v, |_| println!("created {path}"));
+        }
+        ScopeCommand::List => {
+            let v = c.call("GET", "/admin/v1/scopes", None).await?;
+            print(t.json, &v, |v| {
+                for s in v["scopes"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<12} {}",
+                        s["kind"].as_str().unwrap_or(""),
+                        s["path"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `warden agent ...`
+pub async fn agent(t: Target, cmd: AgentCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        AgentCommand::Put {
+            path,
+            groups,
+            rate_limit,
+        } => {
+            let v = c
+                .call(
+                    "POST",
+                    "/admin/v1/agents",
+                    Some(json!({"path": path, "groups": groups, "rate_limit": rate_limit})),
+                )
+                .await?;
+            print(t.json, &v, |_| println!("agent {path} saved"));
+        }
+        AgentCommand::List => {
+            let v = c.call("GET", "/admin/v1/agents", None).await?;
+            print(t.json, &v, |v| {
+                for a in v["agents"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} groups={} rate_limit={}",
+                        a["path"].as_str().unwrap_or(""),
+                        a["groups"],
+                        a["rate_limit"]
+                    );
+                }
+            });
+        }
+        AgentCommand::Delete { path } => {
+            let v = c
+                .call("DELETE", &format!("/admin/v1/agents/{path}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                println!(
+                    "deleted {path}; revoked {} token(s)",
+                    v["revoked_tokens"].as_array().map_or(0, Vec::len)
+                );
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `warden token ...`
+pub async fn token(t: Target, cmd: TokenCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        TokenCommand::Issue {
+            principal,
+            ttl,
+            admin,
+            role,
+            label,
+        } => {
+            let body = json!({
+                "kind": if admin { "admin" } else { "service" },
+                "principal": principal,
+                "role": role,
+                "ttl_secs": ttl.map(|d| std::time::Duration::from(d).as_secs()),
+                "label": label,
+            });
+            let v = c.call("POST", "/admin/v1/tokens", Some(body)).await?;
+            print(t.json, &v, |v| {
+                // The secret alone on stdout (capturable); the rest on stderr.
+                println!("{}", v["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "issued {} for {} (expires {}); shown once, only its hash is stored",
+                    v["record"]["id"].as_str().unwrap_or(""),
+                    principal,
+                    v["record"]["expires_at"]
+                );
+            });
+        }
+        TokenCommand::List { principal, all } => {
+            let q = query_string(&[
+                ("principal", principal),
+                ("all", all.then(|| "true".to_owned())),
+            ]);
+            let v = c.call("GET", &format!("/admin/v1/tokens{q}"), None).await?;
+            print(t.json, &v, |v| {
+                for r in v["tokens"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<18} {:<8} {:<9} {:<36} expires={} {}",
+                        r["id"].as_str().unwrap_or(""),
+                        r["kind"].as_str().unwrap_or(""),
+                        r["state"].as_str().unwrap_or(""),
+                        r["principal"].as_str().unwrap_or(""),
+                        r["expires_at"],
+                        r["label"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        TokenCommand::Rotate { id, grace } => {
+            let grace = grace.map_or(0, |d| std::time::Duration::from(d).as_secs());
+            let v = c
+                .call(
+                    "POST",
+                    &format!("/admin/v1/tokens/{id}/rotate"),
+                    Some(json!({"grace_secs": grace})),
+                )
+                .await?;
+            print(t.json, &v, |v| {
+                println!("{}", v["token"].as_str().unwrap_or(""));
+                eprintln!(
+                    "rotated {id} -> {}; the old token works for {grace} more second(s)",
+                    v["record"]["id"].as_str().unwrap_or("")
+                );
+            });
+        }
+        TokenCommand::Revoke { id } => {
+            let v = c
+                .call("POST", &format!("/admin/v1/tokens/{id}/revoke"), None)
+                .await?;
+            print(t.json, &v, |v| println!("revoked {}", v["revoked"]));
+        }
+    }
+    Ok(())
+}
+
+/// `warden policy ...`
+pub async fn policy(t: Target, cmd: PolicyCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        PolicyCommand::Apply { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let v = c
+                .call("POST", "/admin/v1/policies", Some(json!({"text": text})))
+                .await?;
+            print(t.json, &v, |v| {
+                println!(
+                    "applied {} as version {} ({} policies)",
+                    file.display(),
+                    v["version"],
+                    v["policies"]
+                );
+            });
+        }
+        PolicyCommand::Test {
+            agent,
+            tool,
+            args,
+            file,
+            now,
+            client_ip,
+        } => {
+            let arguments: Value =
+                serde_json::from_str(&args).context("--args must be a JSON object")?;
+            let policy = match file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .with_context(|| format!("reading {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let v = c
+                .call(
+                    "POST",
+                    "/admin/v1/policies/test",
+                    Some(json!({"agent": agent, "tool": tool, "arguments": arguments,
+                                "policy": policy, "now": now, "client_ip": client_ip})),
+                )
+                .await?;
+            print(t.json, &v, |v| {
+                println!("decision: {}", v["decision"].as_str().unwrap_or(""));
+                println!("policies: {}", v["policies"]);
+                if let Some(r) = v.get("reasons") {
+                    println!("reasons:  {r}");
+                }
+                println!("listed:   {}", v["listed"]);
+            });
+        }
+        PolicyCommand::Show => {
+            let v = c.call("GET", "/admin/v1/policies/current", None).await?;
+            print(t.json, &v, |v| {
+                println!("# version {}", v["policy"]["version"]);
+                println!("{}", v["policy"]["text"].as_str().unwrap_or(""));
+            });
+        }
+        PolicyCommand::History => {
+            let v = c.call("GET", "/admin/v1/policies", None).await?;
+            print(t.json, &v, |v| {
+                for p in v["versions"].as_array().into_iter().flatten() {
+                    println!(
+                        "v{:<4} {} by {:<12} {} policies  {}",
+                        p["version"],
+                        p["applied_at"],
+                        p["applied_by"].as_str().unwrap_or(""),
+                        p["policies"],
+                        &p["digest"].as_str().unwrap_or("")
+                            [..12.min(p["digest"].as_str().unwrap_or("").len())]
+                    );
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `warden audit ...`
+pub async fn audit(t: Target, cmd: AuditCommand) -> Result<()> {
+    match cmd {
+        AuditCommand::Verify { offline: true } => {
+            let dir = data_dir(&t);
+            let store = crate::storage::Store::open(&dir.join("warden.redb")).context(
+                "opening the store (is the gateway still running? stop it, or drop --offline)",
+            )?;
+            let key = crate::audit::ChainKey::load_or_create(&dir.join("audit.key"))?;
+            let v = crate::audit::verify(&store, &key)?;
+            report_verification(t.json, &serde_json::to_value(&v)?)
+        }
+        AuditCommand::Verify { offline: false } => {
+            let c = Client::new(&t)?;
+            let v = c.call("GET", "/admin/v1/audit/verify", None).await?;
+            report_verification(t.json, &v)
+        }
+        AuditCommand::Tail {
+            principal,
+            tool,
+            outcome,
+            since,
+            limit,
+        } => {
+            let c = Client::new(&t)?;
+            let since_ms = since.map(|d| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                now.saturating_sub(d.into()).as_millis().to_string()
+            });
+            let q = query_string(&[
+                ("principal", principal),
+                ("tool", tool),
+                ("outcome", outcome),
+                ("since_ms", since_ms),
+                ("limit", Some(limit.to_string())),
+            ]);
+            let v = c.call("GET", &format!("/admin/v1/audit{q}"), None).await?;
+            print(t.json, &v, |v| {
+                for r in v["records"].as_array().into_iter().flatten() {
+                    let time = std::time::UNIX_EPOCH
+                        + std::time::Duration::from_millis(r["ts_ms"].as_u64().unwrap_or(0));
+                    println!(
+                        "#{:<7} {} {:<18} {:<36} {:<28} {:<17} {}us {}",
+                        r["seq"],
+                        humantime::format_rfc3339_millis(time),
+                        r["request"].as_str().unwrap_or(""),
+                        r["principal"].as_str().unwrap_or("-"),
+                        r["tool"].as_str().unwrap_or("-"),
+                        r["outcome"].as_str().unwrap_or(""),
+                        r["latency_us"],
+                        r["policies"]
+                    );
+                }
+            });
+            Ok(())
+        }
+        AuditCommand::Usage { by } => {
+            let c = Client::new(&t)?;
+            let v = c
+                .call("GET", &format!("/admin/v1/usage?group_by={by}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                if let Some(map) = v["usage"].as_object() {
+                    for (k, u) in map {
+                        println!(
+                            "{k:<48} calls={} errors={} latency_us={} fuel={}",
+                            u["calls"], u["errors"], u["latency_us"], u["fuel"]
+                        );
+                    }
+                }
+            });
+            Ok(())
+        }
+    }
+}
+
+fn report_verification(json: bool, v: &Value) -> Result<()> {
+    if json {
+        println!("{v}");
+    }
+    match v.get("first_broken").filter(|b| !b.is_null()) {
+        None => {
+            if !json {
+                println!("audit chain verifies: {} record(s)", v["records"]);
+            }
+            Ok(())
+        }
+        Some(b) => bail!(
+            "audit chain is broken at record {}: {}",
+            b["seq"],
+            b["reason"].as_str().unwrap_or("")
+        ),
+    }
+}

@@ -1,0 +1,651 @@
+//! The audit trail: one record per MCP request, whatever its outcome, hash-chained with a
+//! key, committed durably in groups, and the usage counters derived from it.
+//!
+//! Each stored value is `<mac hex (64)><record JSON>`. A record holds the MAC of the record
+//! before it (`prev`), and its own MAC is keyed BLAKE3 (key in `audit.key`, 0600) over its
+//! exact JSON bytes, so any change to a stored record, a reordering or a deletion inside the
+//! chain breaks verification at that record, and nobody without the key can forge a
+//! consistent chain.
+//!
+//! Group commit: callers enqueue and wait; one writer thread takes everything queued (up to
+//! a batch limit), chains it, and commits it with the usage counters in one redb transaction
+//! with immediate durability, then wakes each caller. A call is acknowledged only after its
+//! record is on disk; when a commit fails every caller in the batch gets an error (fail
+//! closed: the gateway then withholds the result) and the chain resumes from the last
+//! committed record.
+//!
+//! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
+//! with the trail, and secrets leaking into it (arguments are stored only when policy says
+//! so, and then with secret-looking values redacted).
+
+use crate::storage::{Store, StoreError, Usage};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most records committed in one transaction.
+const MAX_BATCH: usize = 1024;
+/// Queue depth before callers wait for room.
+const QUEUE: usize = 16_384;
+/// MAC of the record before the first one.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One audit record.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number (1-based, contiguous).
+    pub seq: u64,
+    /// Unix milliseconds.
+    pub ts_ms: u64,
+    /// The request: `tools/call`, `tools/list`, `initialize`, `token/exchange`, ...
+    pub request: String,
+    /// Agent path (or admin name), when authenticated.
+    pub principal: Option<String>,
+    /// Public id of the token used.
+    pub token_id: Option<String>,
+    /// Client address.
+    pub client_ip: Option<String>,
+    /// Exposed tool name.
+    pub tool: Option<String>,
+    /// `allow`, `deny` or `require-approval`.
+    pub decision: Option<String>,
+    /// Deciding policy ids.
+    #[serde(default)]
+    pub policies: Vec<String>,
+    /// Operator-readable reasons of a deny.
+    #[serde(default)]
+    pub reasons: Vec<String>,
+    /// BLAKE3 of the arguments' JSON.
+    pub args_digest: Option<String>,
+    /// The arguments, redacted, when the deciding policy allows keeping them.
+    pub arguments: Option<Value>,
+    /// `ok`, `tool_error`, `trap`, `denied`, `approval_required`, `unknown_tool`,
+    /// `unauthenticated`, `rate_limited`, `error`.
+    pub outcome: String,
+    /// A short class of the error (e.g. `expired`, `timeout`, `memory`).
+    pub error_class: Option<String>,
+    /// Latency, microseconds.
+    pub latency_us: u64,
+    /// Fuel consumed, when metered.
+    pub fuel: Option<u64>,
+    /// MAC of the previous record.
+    #[serde(default)]
+    pub prev: String,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Microseconds since `since`.
+pub fn elapsed_us(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The message of a request refused because the trail cannot take records.
+pub const UNAVAILABLE: &str = "the audit trail is unavailable, so requests are refused";
+
+impl AuditRecord {
+    /// A record of `request` from `client_ip`, stamped now.
+    pub fn begin(request: impl Into<String>, client_ip: Option<String>) -> Self {
+        Self {
+            ts_ms: now_ms(),
+            request: request.into(),
+            client_ip,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the outcome counts as an error in usage.
+    pub fn is_error(&self) -> bool {
+        self.outcome != "ok"
+    }
+
+    /// Usage key: `agent path|tool` (tool `-` when none).
+    fn usage_key(&self) -> Option<String> {
+        let principal = self.principal.as_deref()?;
+        Some(format!(
+            "{principal}|{}",
+            self.tool.as_deref().unwrap_or("-")
+        ))
+    }
+}
+
+/// Errors of the audit trail.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    /// The record could not be made durable; the call must be refused.
+    #[error("the audit trail is unavailable: {0}")]
+    Unavailable(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The key file could not be read or created.
+    #[error("audit key {0}")]
+    Key(String),
+}
+
+/// The chain's secret key.
+#[derive(Clone)]
+pub struct ChainKey([u8; 32]);
+
+impl std::fmt::Debug for ChainKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChainKey(..)")
+    }
+}
+
+impl ChainKey {
+    /// Loads `path`, creating it (0600, 32 random bytes) if missing.
+    pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
+        let err = |e: &dyn std::fmt::Display| AuditError::Key(format!("{}: {e}", path.display()));
+        if !path.exists() {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| err(&e))?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            use std::io::Write;
+            let mut f = options.open(path).map_err(|e| err(&e))?;
+            f.write_all(&key).map_err(|e| err(&e))?;
+            f.sync_all().map_err(|e| err(&e))?;
+        }
+        let bytes = std::fs::read(path).map_err(|e| err(&e))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|_| err(&"is not 32 bytes long"))?;
+        Ok(Self(key))
+    }
+
+    fn mac(&self, json: &[u8]) -> String {
+        blake3::keyed_hash(&self.0, json).to_hex().to_string()
+    }
+}
+
+/// Encodes a record: chain it after `prev` and return (mac, stored bytes).
+fn seal(key: &ChainKey, record: &mut AuditRecord, prev: &str) -> (String, Vec<u8>) {
+    record.prev = prev.to_owned();
+    let json = serde_json::to_vec(record).unwrap_or_default();
+    let mac = key.mac(&json);
+    let mut stored = Vec::with_capacity(64 + json.len());
+    stored.extend_from_slice(mac.as_bytes());
+    stored.extend_from_slice(&json);
+    (mac, stored)
+}
+
+/// Splits stored bytes into (mac, json).
+fn unseal(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    if bytes.len() < 64 {
+        return None;
+    }
+    let (mac, json) = bytes.split_at(64);
+    Some((std::str::from_utf8(mac).ok()?, json))
+}
+
+/// Decodes a stored record without checking its MAC.
+pub fn decode(bytes: &[u8]) -> Option<AuditRecord> {
+    let (_, json) = unseal(bytes)?;
+    serde_json::from_slice(json).ok()
+}
+
+/// The result of verifying the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    /// Records checked.
+    pub records: u64,
+    /// The first record that does not verify, with why.
+    pub first_broken: Option<Broken>,
+}
+
+/// A record that does not verify.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Broken {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Why.
+    pub reason: String,
+}
+
+/// Walks the whole chain and names the first record that does not verify.
+pub fn verify(store: &Store, key: &ChainKey) -> Result<Verification, StoreError> {
+    let mut prev = GENESIS.to_owned();
+    let mut expected = 1u64;
+    let mut records = 0u64;
+    let mut broken = None;
+    store.scan_audit(0, |seq, bytes| {
+        records += 1;
+        let fail = |reason: &str| {
+            Some(Broken {
+                seq,
+                reason: reason.to_owned(),
+            })
+        };
+        broken = if seq != expected {
+            fail(&format!(
+                "expected record {expected} here (a record is missing)"
+            ))
+        } else {
+            match unseal(bytes) {
+                None => fail("record is truncated"),
+                Some((mac, json)) => {
+                    if key.mac(json) != mac {
+                        fail("MAC does not match the record's content (modified)")
+                    } else {
+                        match serde_json::from_slice::<AuditRecord>(json) {
+                            Err(_) => fail("record does not decode"),
+                            Ok(r) if r.seq != seq => fail("record's sequence number was changed"),
+                            Ok(r) if r.prev != prev => {
+                                fail("chain link to the previous record is broken")
+                            }
+                            Ok(_) => {
+                                prev = mac.to_owned();
+                                None
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        expected = seq + 1;
+        broken.is_none()
+    })?;
+    Ok(Verification {
+        records,
+        first_broken: broken,
+    })
+}
+
+/// A query over the trail (newest first).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Query {
+    /// Principal (agent path or a prefix of it: `tenant`, `tenant/workspace`, ...).
+    pub principal: Option<String>,
+    /// Exposed tool name.
+    pub tool: Option<String>,
+    /// Outcome.
+    pub outcome: Option<String>,
+    /// Only records at or after this Unix millisecond.
+    pub since_ms: Option<u64>,
+    /// Only records before this Unix millisecond.
+    pub until_ms: Option<u64>,
+    /// Only records with a sequence number below this (paging backwards).
+    pub before_seq: Option<u64>,
+    /// At most this many (default 100, max 1000).
+    pub limit: Option<usize>,
+}
+
+impl Query {
+    fn matches(&self, r: &AuditRecord) -> bool {
+        let principal_ok = self.principal.as_deref().is_none_or(|p| {
+            r.principal.as_deref().is_some_and(|rp| {
+                rp == p || (rp.starts_with(p) && rp.as_bytes().get(p.len()) == Some(&b'/'))
+            })
+        });
+        principal_ok
+            && self
+                .tool
+                .as_deref()
+                .is_none_or(|t| r.tool.as_deref() == Some(t))
+            && self.outcome.as_deref().is_none_or(|o| r.outcome == o)
+            && self.since_ms.is_none_or(|s| r.ts_ms >= s)
+            && self.until_ms.is_none_or(|u| r.ts_ms < u)
+    }
+}
+
+/// Runs a query (newest first).
+pub fn query(store: &Store, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let mut out = Vec::new();
+    store.scan_audit_rev(q.before_seq.unwrap_or(u64::MAX), |_, bytes| {
+        if let Some(r) = decode(bytes)
+            && q.matches(&r)
+        {
+            out.push(r);
+        }
+        out.len() < limit
+    })?;
+    Ok(out)
+}
+
+/// Names whose values are never stored.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    [
+        "pass",
+        "secret",
+        "token",
+        "auth",
+        "key",
+        "cookie",
+        "credential",
+        "session",
+        "private",
+    ]
+    .iter()
+    .any(|s| n.contains(s))
+}
+
+/// Values that look like credentials.
+fn secret_value(v: &str) -> bool {
+    let lower = v.to_ascii_lowercase();
+    v.starts_with("wdn_")
+        || lower.starts_with("bearer ")
+        || lower.starts_with("basic ")
+        || v.starts_with("-----BEGIN")
+        || ["ghp_", "gho_", "github_pat_", "xox", "sk-", "AKIA", "eyJ"]
+            .iter()
+            .any(|p| v.starts_with(p))
+}
+
+/// Redacts secret values: by argument name, by the input schema (`writeOnly`, `format:
+/// password`) and by value shape. Nested objects and arrays are walked.
+pub fn redact(arguments: &Value, schema: &Value) -> Value {
+    fn walk(v: &Value, schema: Option<&Value>, name: Option<&str>) -> Value {
+        let schema_secret = schema.is_some_and(|s| {
+            s.get("writeOnly").and_then(Value::as_bool) == Some(true)
+                || s.get("format").and_then(Value::as_str) == Some("password")
+        });
+        if schema_secret || name.is_some_and(secret_name) {
+            return Value::String("[redacted]".into());
+        }
+        match v {
+            Value::String(s) if secret_value(s) => Value::String("[redacted]".into()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| {
+                        let sub = schema
+                            .and_then(|s| s.get("properties"))
+                            .and_then(|p| p.get(k));
+                        (k.clone(), walk(v, sub, Some(k)))
+                    })
+                    .collect(),
+            ),
+            Value::Array(items) => {
+                let sub = schema.and_then(|s| s.get("items"));
+                Value::Array(items.iter().map(|i| walk(i, sub, None)).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    walk(arguments, Some(schema), None)
+}
+
+/// BLAKE3 digest of the arguments' JSON.
+pub fn digest(arguments: &Value) -> String {
+    blake3::hash(arguments.to_string().as_bytes())
+        .to_hex()
+        .to_string()
+}
+
+struct Pending {
+    record: AuditRecord,
+    done: oneshot::Sender<Result<u64, String>>,
+}
+
+/// Usage aggregates in memory, mirrored from the store.
+type UsageMap = BTreeMap<String, Usage>;
+
+/// The audit log: the writer's queue, the chain key and the live usage counters.
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+    healthy: Arc<AtomicBool>,
+    usage: Arc<Mutex<UsageMap>>,
+    key: ChainKey,
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether the debug-build fault injection asks commits to fail (`WARDEN_FAILPOINTS`
+/// containing `audit-commit`). Release builds never fail on purpose.
+fn failpoint_audit_commit() -> bool {
+    #[cfg(debug_assertions)]
+    {
+        std::env::var("WARDEN_FAILPOINTS").is_ok_and(|v| v.split(',').any(|f| f == "audit-commit"))
+    }
+    #[cfg(not(debug_assertions))]
+    {
+        false
+    }
+}
+
+impl AuditLog {
+    /// Starts the writer over `store`, continuing the chain from its last record.
+    pub fn start(store: Arc<Store>, key: ChainKey) -> Result<Self, AuditError> {
+        let (mut seq, mut prev) = match store.last_audit()? {
+            Some((seq, bytes)) => {
+                let (mac, _) = unseal(&bytes).ok_or_else(|| {
+                    AuditError::Unavailable(format!("audit record {seq} is truncated"))
+                })?;
+                (seq, mac.to_owned())
+            }
+            None => (0, GENESIS.to_owned()),
+        };
+        let usage: UsageMap = store.usage()?.into_iter().collect();
+        let usage = Arc::new(Mutex::new(usage));
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
+        let writer_store = store.clone();
+        let writer_key = key.clone();
+        let writer_usage = usage.clone();
+        let writer_healthy = healthy.clone();
+        let fail = failpoint_audit_commit();
+        std::thread::Builder::new()
+            .name("warden-audit".into())
+            .spawn(move || {
+                let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(p) => batch.push(p),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut stored = Vec::with_capacity(batch.len());
+                    let mut deltas: HashMap<String, Usage> = HashMap::new();
+                    let mut next_prev = prev.clone();
+                    for (i, p) in batch.iter_mut().enumerate() {
+                        p.record.seq = seq + 1 + i as u64;
+                        let (mac, bytes) = seal(&writer_key, &mut p.record, &next_prev);
+                        next_prev = mac;
+                        stored.push((p.record.seq, bytes));
+                        if let Some(k) = p.record.usage_key() {
+                            let d = deltas.entry(k).or_default();
+                            d.calls += 1;
+                            d.errors += u64::from(p.record.is_error());
+                            d.latency_us += p.record.latency_us;
+                            d.fuel += p.record.fuel.unwrap_or(0);
+                        }
+                    }
+                    let deltas: Vec<(String, Usage)> = deltas.into_iter().collect();
+                    let result = if fail {
+                        Err("commit refused (failpoint audit-commit)".to_owned())
+                    } else {
+                        writer_store
+                            .append_audit(&stored, &deltas)
+                            .map_err(|e| e.to_string())
+                    };
+                    match result {
+                        Ok(()) => {
+                            seq += batch.len() as u64;
+                            prev = next_prev;
+                            writer_healthy.store(true, Ordering::Release);
+                            let mut u = writer_usage
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            for (k, d) in &deltas {
+                                u.entry(k.clone()).or_default().add(d);
+                            }
+                            drop(u);
+                            for p in batch.drain(..) {
+                                let _ = p.done.send(Ok(p.record.seq));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, records = batch.len(), "audit commit failed; refusing the calls");
+                            writer_healthy.store(false, Ordering::Release);
+                            for p in batch.drain(..) {
+                                let _ = p.done.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            })
+            .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Self {
+            tx,
+            healthy,
+            usage,
+            key,
+            store,
+        })
+    }
+
+    /// Whether the last commit succeeded (calls are refused up front while it did not).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Acquire)
+    }
+
+    /// Appends a record and waits until it is durable. Returns its sequence number.
+    pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        let (done, wait) = oneshot::channel();
+        self.tx
+            .send(Pending { record, done })
+            .await
+            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
+        match wait.await {
+            Ok(Ok(seq)) => Ok(seq),
+            Ok(Err(e)) => Err(AuditError::Unavailable(e)),
+            Err(_) => Err(AuditError::Unavailable("the audit writer stopped".into())),
+        }
+    }
+
+    /// Verifies the whole chain.
+    pub fn verify(&self) -> Result<Verification, StoreError> {
+        verify(&self.store, &self.key)
+    }
+
+    /// Queries the trail.
+    pub fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
+        query(&self.store, q)
+    }
+
+    /// Usage counters grouped by `tenant`, `workspace`, `environment`, `agent` or `tool`.
+    pub fn usage(&self, group_by: &str) -> BTreeMap<String, Usage> {
+        let usage = self
+            .usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: BTreeMap<String, Usage> = BTreeMap::new();
+        for (key, u) in usage.iter() {
+            let (principal, tool) = key.split_once('|').unwrap_or((key.as_str(), "-"));
+            let segments: Vec<&str> = principal.split('/').collect();
+            let group = match group_by {
+                "tenant" => segments[..1.min(segments.len())].join("/"),
+                "workspace" => segments[..2.min(segments.len())].join("/"),
+                "environment" => segments[..3.min(segments.len())].join("/"),
+                "tool" => tool.to_owned(),
+                _ => principal.to_owned(),
+            };
+            out.entry(group).or_default().add(u);
+        }
+        out
+    }
+
+    /// The raw counters (`agent path|tool` -> usage), for metrics.
+    pub fn usage_raw(&self) -> UsageMap {
+        self.usage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(outcome: &str) -> AuditRecord {
+        AuditRecord {
+            request: "tools/call".into(),
+            principal: Some("a/b/c/d".into()),
+            tool: Some("warden_text__stats".into()),
+            outcome: outcome.into(),
+            ..AuditRecord::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_names_the_first_modified_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let log = AuditLog::start(store.clone(), key.clone()).unwrap();
+        let mut seqs = Vec::new();
+        for i in 0..10 {
+            seqs.push(
+                log.record(rec(if i % 3 == 0 { "denied" } else { "ok" }))
+                    .await
+                    .unwrap(),
+            );
+        }
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        assert_eq!(log.verify().unwrap().first_broken, None);
+        assert_eq!(log.usage("tenant")["a"].calls, 10);
+        assert_eq!(log.usage("tool")["warden_text__stats"].errors, 4);
+        let q = Query {
+            outcome: Some("denied".into()),
+            principal: Some("a/b".into()),
+            ..Query::default()
+        };
+        assert_eq!(log.query(&q).unwrap().len(), 4);
+        // Flip one byte inside record 6's JSON.
+        let mut bytes = Vec::new();
+        store
+            .scan_audit(6, |_, b| {
+                bytes = b.to_vec();
+                false
+            })
+            .unwrap();
+        let pos = bytes.len() - 5;
+        bytes[pos] ^= 0x01;
+        store.overwrite_audit_record(6, &bytes).unwrap();
+        let v = verify(&store, &key).unwrap();
+        assert_eq!(v.first_broken.unwrap().seq, 6);
+        // A restarted log continues the chain after the last record.
+        drop(log);
+        let log = AuditLog::start(store.clone(), key).unwrap();
+        assert_eq!(log.record(rec("ok")).await.unwrap(), 11);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let schema = serde_json::json!({"properties": {"body": {"format": "password"}}});
+        let args = serde_json::json!({
+            "url": "https://x", "api_key": "abc", "body": "pw",
+            "headers": [{"name": "x", "value": "Bearer abc"}], "note": "wdn_st_xyz"
+        });
+        let r = redact(&args, &schema);
+        assert_eq!(r["url"], "https://x");
+        assert_eq!(r["api_key"], "[redacted]");
+        assert_eq!(r["body"], "[redacted]");
+        assert_eq!(r["headers"][0]["value"], "[redacted]");
+        assert_eq!(r["note"], "[redacted]");
+    }
+}

@@ -1,0 +1,918 @@
+//! The Console plane through the real binary: identities and tokens managed with the CLI
+//! (over the admin API), every token failure mode, rate limits, policy applied, tested and
+//! enforced (listing filtered, denied == unknown, approval required), and the audit trail
+//! (records for every outcome, chain verification, tamper detection, a failing sink, and
+//! `kill -9` under load).
+
+use crate::gateway::{InProcess, Up, post, raw, text_of, ts_client};
+use crate::support::warden_bin;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
+
+/// A stateless (2026-07-28) `tools/call`.
+fn call(
+    addr: &str,
+    token: Option<&str>,
+    tool: &str,
+    args: Value,
+) -> (u16, Vec<(String, String)>, String) {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":{},"arguments":{args},{META}}}}}"#,
+        json!(tool)
+    );
+    post(
+        addr,
+        token,
+        &format!(
+            "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {tool}\r\n"
+        ),
+        &body,
+    )
+}
+
+/// The tool names a stateless `tools/list` returns.
+fn list(addr: &str, token: &str) -> Vec<String> {
+    let body = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{{META}}}}}"#);
+    let (status, _, body) = post(
+        addr,
+        Some(token),
+        "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\n",
+        &body,
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{v}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Runs `warden ARGS --data-dir DIR` (the CLI finds the gateway and admin token there).
+fn warden(dir: &Path, args: &[&str]) -> Output {
+    Command::new(warden_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .env_remove("WARDEN_ADMIN_URL")
+        .env_remove("WARDEN_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issues a service token with the CLI: (token, id).
+fn issue(dir: &Path, agent: &str, extra: &[&str]) -> (String, String) {
+    let mut args = vec!["token", "issue", agent, "--json"];
+    args.extend_from_slice(extra);
+    let v: Value = serde_json::from_str(ok(warden(dir, &args)).trim()).unwrap();
+    (
+        v["token"].as_str().unwrap().to_owned(),
+        v["record"]["id"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// A JSON admin API request.
+fn admin(addr: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let (status, _, text) = raw(
+        addr,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn admin_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+fn records(addr: &str, admin_token: &str, query: &str) -> Vec<Value> {
+    let (status, v) = admin(
+        addr,
+        admin_token,
+        "GET",
+        &format!("/admin/v1/audit?limit=1000&{query}"),
+        None,
+    );
+    assert_eq!(status, 200, "{v}");
+    v["records"].as_array().unwrap().clone()
+}
+
+fn result_of(body: &str) -> Value {
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    v
+}
+
+const ACME_POLICY: &str = r#"
+@id("ops-text")
+permit (principal in Warden::Group::"ops", action, resource)
+when { resource.namespace == "warden" && resource.skill == "text" };
+
+@id("ops-http-github-only")
+@audit("arguments")
+permit (principal in Warden::Group::"ops", action, resource == Warden::Tool::"warden_http__request")
+when { context.arguments.hasTag("url") && context.arguments.getTag("url") like "https://api.github.com/*" };
+
+@id("hash-needs-approval")
+@approval("required")
+permit (principal in Warden::Group::"ops", action, resource == Warden::Tool::"warden_text__hash");
+
+@id("no-regex-groups")
+@reason("regex_find refuses patterns with groups")
+forbid (principal, action, resource == Warden::Tool::"warden_text__regex_find")
+when { context.arguments.hasTag("pattern") && context.arguments.getTag("pattern") like "*(*" };
+"#;
+
+fn setup_acme(dir: &Path) {
+    for scope in ["acme", "acme/core", "acme/core/prod"] {
+        ok(warden(dir, &["scope", "create", scope]));
+    }
+    ok(warden(
+        dir,
+        &["agent", "put", "acme/core/prod/bot", "--group", "ops"],
+    ));
+    ok(warden(dir, &["agent", "put", "acme/core/prod/intern"]));
+    ok(warden(
+        dir,
+        &[
+            "agent",
+            "put",
+            "acme/core/prod/slow",
+            "--group",
+            "ops",
+            "--rate-limit",
+            "1",
+        ],
+    ));
+    let file = dir.join("acme.cedar");
+    std::fs::write(&file, ACME_POLICY).unwrap();
+    ok(warden(dir, &["policy", "apply", file.to_str().unwrap()]));
+}
+
+#[test]
+fn every_token_failure_is_a_401_with_an_audit_record_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    let addr = up.addr.clone();
+    setup_acme(d);
+    let adm = admin_token(d);
+    let stats =
+        |token: Option<&str>| call(&addr, token, "warden_text__stats", json!({"text": "a b"}));
+
+    let (good, _) = issue(d, "acme/core/prod/bot", &[]);
+    assert!(good.starts_with("wdn_st_"));
+    let (status, _, body) = stats(Some(&good));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        result_of(&body)["result"]["structuredContent"]["words"],
+        2,
+        "{body}"
+    );
+    let mut executed = 1;
+
+    // Missing, malformed, in the query string.
+    let (status, headers, _) = stats(None);
+    assert_eq!(status, 401);
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "www-authenticate" && v.contains("resource_metadata"))
+    );
+    assert_eq!(stats(Some("wdn_st_short")).0, 401);
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{{META}}}}}"#);
+    let (status, _, _) = raw(
+        &addr,
+        &format!(
+            "POST /mcp?access_token={good} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {good}\r\n\
+             Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n\
+             MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/list\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    assert_eq!(status, 401);
+
+    // Expired, and rotated past its grace window (both 1 s, so one wait covers both).
+    let (short, _) = issue(d, "acme/core/prod/bot", &["--ttl", "1s"]);
+    assert_eq!(stats(Some(&short)).0, 200);
+    executed += 1;
+    let (old, old_id) = issue(d, "acme/core/prod/bot", &[]);
+    let rotated: Value = serde_json::from_str(
+        ok(warden(
+            d,
+            &["token", "rotate", &old_id, "--grace", "1s", "--json"],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let new = rotated["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        stats(Some(&old)).0,
+        200,
+        "the old token works during the grace window"
+    );
+    assert_eq!(stats(Some(&new)).0, 200);
+    executed += 2;
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(stats(Some(&short)).0, 401, "expired");
+    assert_eq!(stats(Some(&old)).0, 401, "rotated past grace");
+    assert_eq!(stats(Some(&new)).0, 200);
+    executed += 1;
+
+    // Revoked (with the CLI), effective on the next request.
+    let (doomed, doomed_id) = issue(d, "acme/core/prod/bot", &[]);
+    assert_eq!(stats(Some(&doomed)).0, 200);
+    executed += 1;
+    ok(warden(d, &["token", "revoke", &doomed_id]));
+    assert_eq!(stats(Some(&doomed)).0, 401, "revoked");
+
+    // An admin token is not an agent token, and the reverse.
+    assert_eq!(stats(Some(&adm)).0, 401);
+    assert_eq!(admin(&addr, &good, "GET", "/admin/v1/agents", None).0, 401);
+
+    // Exchange: a short-lived agent token bound to this gateway's URL.
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={good}&expires_in=600"
+    );
+    let (status, _, text) = raw(
+        &addr,
+        &format!(
+            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    let exchanged: Value = serde_json::from_str(&text).unwrap();
+    let agent_token = exchanged["access_token"].as_str().unwrap().to_owned();
+    assert!(agent_token.starts_with("wdn_at_"));
+    assert_eq!(exchanged["expires_in"], 600);
+    assert_eq!(stats(Some(&agent_token)).0, 200);
+    executed += 1;
+    // A revoked or expired token cannot be exchanged.
+    let form = format!(
+        "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={doomed}"
+    );
+    let (status, _, _) = raw(
+        &addr,
+        &format!(
+            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    assert_eq!(status, 401);
+
+    // Rate limit: `slow` may make 1 call/s with a burst of 2.
+    let (slow, _) = issue(d, "acme/core/prod/slow", &[]);
+    let codes: Vec<u16> = (0..3).map(|_| stats(Some(&slow)).0).collect();
+    assert_eq!(&codes[..2], &[200, 200]);
+    executed += 2;
+    let (status, headers, _) = stats(Some(&slow));
+    assert_eq!(status, 429);
+    let retry: u64 = headers
+        .iter()
+        .find(|(k, _)| k == "retry-after")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+
+    // Every failure has its record, with the reason the wire did not give.
+    let failed = records(&addr, &adm, "outcome=unauthenticated");
+    let classes: BTreeSet<&str> = failed
+        .iter()
+        .filter_map(|r| r["error_class"].as_str())
+        .collect();
+    for class in [
+        "missing",
+        "malformed",
+        "in_query",
+        "expired",
+        "revoked",
+        "wrong_kind",
+    ] {
+        assert!(classes.contains(class), "{class} not in {classes:?}");
+    }
+    assert!(!records(&addr, &adm, "outcome=rate_limited").is_empty());
+    // ... and nothing ran for them: only the calls that were let through were executed.
+    let calls = records(&addr, &adm, "tool=warden_text__stats");
+    assert_eq!(calls.len(), executed, "{calls:#?}");
+    assert!(
+        calls
+            .iter()
+            .all(|r| r["outcome"] == "ok" && r["decision"] == "allow")
+    );
+    // Secrets never reach the trail.
+    let everything = serde_json::to_string(&records(&addr, &adm, "")).unwrap();
+    for secret in [&good, &short, &old, &new, &doomed, &agent_token, &adm] {
+        assert!(!everything.contains(secret.as_str()));
+    }
+
+    // After a restart the gateway listens on another port, so its audience changed: the
+    // exchanged token was bound to the old one and is refused; the service token still works.
+    assert!(up.stop().success());
+    let up = Up::start(d);
+    assert_eq!(
+        call(
+            &up.addr,
+            Some(&agent_token),
+            "warden_text__stats",
+            json!({"text": "x"})
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        call(
+            &up.addr,
+            Some(&good),
+            "warden_text__stats",
+            json!({"text": "x"})
+        )
+        .0,
+        200
+    );
+    let failed = records(&up.addr, &adm, "outcome=unauthenticated");
+    assert!(
+        failed.iter().any(|r| r["error_class"] == "audience"),
+        "{failed:#?}"
+    );
+    assert!(up.stop().success());
+}
+
+#[test]
+fn revoking_a_token_closes_its_open_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    let addr = up.addr.clone();
+    let token = up.token.clone().unwrap();
+    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
+    let (status, headers, _) = post(&addr, Some(&token), "", init);
+    assert_eq!(status, 200);
+    let session = headers
+        .iter()
+        .find(|(k, _)| k == "mcp-session-id")
+        .unwrap()
+        .1
+        .clone();
+    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        tcp,
+        "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\
+         Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+    )
+    .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0);
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    // Find the token's id and revoke it.
+    let listed: Value = serde_json::from_str(
+        ok(warden(
+            d,
+            &[
+                "token",
+                "list",
+                "--principal",
+                "default/default/dev/local",
+                "--json",
+            ],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let id = listed["tokens"][0]["id"].as_str().unwrap().to_owned();
+    let revoked_at = Instant::now();
+    ok(warden(d, &["token", "revoke", &id]));
+    // The stream ends (the chunked body's last chunk, or the connection closes).
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.ends_with("0\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) => panic!("the stream stayed open after revocation: {e}"),
+        }
+    }
+    assert!(revoked_at.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        call(
+            &addr,
+            Some(&token),
+            "warden_text__stats",
+            json!({"text": "x"})
+        )
+        .0,
+        401
+    );
+    assert!(up.stop().success());
+}
+
+#[test]
+fn policy_is_applied_tested_and_enforced_through_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    let addr = up.addr.clone();
+    let adm = admin_token(d);
+    // The starter policy is version 1 and lets the local agent use the first-party tools.
+    let history = ok(warden(d, &["policy", "history", "--json"]));
+    assert_eq!(
+        serde_json::from_str::<Value>(&history).unwrap()["current"],
+        1
+    );
+    setup_acme(d);
+    let (bot, _) = issue(d, "acme/core/prod/bot", &[]);
+    let (intern, _) = issue(d, "acme/core/prod/intern", &[]);
+
+    // Listing is filtered: ops sees the text tools and the argument-gated http request
+    // tool, but not get_json; the intern (no group) sees nothing.
+    let names = list(&addr, &bot);
+    for t in [
+        "warden_text__stats",
+        "warden_text__hash",
+        "warden_text__regex_find",
+        "warden_http__request",
+    ] {
+        assert!(names.contains(&t.to_owned()), "{t} not in {names:?}");
+    }
+    assert!(
+        !names.contains(&"warden_http__get_json".to_owned()),
+        "{names:?}"
+    );
+    assert!(list(&addr, &intern).is_empty());
+
+    // A denied tool and an unknown tool are indistinguishable.
+    let (_, _, denied) = call(
+        &addr,
+        Some(&bot),
+        "warden_http__get_json",
+        json!({"url": "https://x.example/"}),
+    );
+    let (_, _, unknown) = call(&addr, Some(&bot), "warden_http__nothing", json!({}));
+    let (denied, unknown) = (result_of(&denied), result_of(&unknown));
+    assert_eq!(denied["error"]["code"], -32602);
+    assert_eq!(
+        denied["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("get_json", "X"),
+        unknown["error"]["message"]
+            .as_str()
+            .unwrap()
+            .replace("nothing", "X")
+    );
+    // Argument rules: github is allowed (and fails only in the sandbox, whose egress is
+    // not configured), anything else is denied before it runs.
+    let (_, _, gh) = call(
+        &addr,
+        Some(&bot),
+        "warden_http__request",
+        json!({"url": "https://api.github.com/zen"}),
+    );
+    let gh = result_of(&gh);
+    assert_eq!(gh["result"]["isError"], true, "{gh}");
+    assert!(text_of(&gh["result"]).contains("denied"), "{gh}");
+    let (_, _, other) = call(
+        &addr,
+        Some(&bot),
+        "warden_http__request",
+        json!({"url": "https://evil.example/"}),
+    );
+    assert_eq!(result_of(&other)["error"]["code"], -32602);
+    // A forbid on an argument beats the permit.
+    let (_, _, long) = call(
+        &addr,
+        Some(&bot),
+        "warden_text__regex_find",
+        json!({"text": "a", "pattern": "(a+)+$"}),
+    );
+    assert_eq!(result_of(&long)["error"]["code"], -32602);
+    let (_, _, short) = call(
+        &addr,
+        Some(&bot),
+        "warden_text__regex_find",
+        json!({"text": "abc", "pattern": "b"}),
+    );
+    assert_eq!(result_of(&short)["result"]["isError"], false, "{short}");
+    // Approval required: recorded and refused with a clear error.
+    let (_, _, hash) = call(
+        &addr,
+        Some(&bot),
+        "warden_text__hash",
+        json!({"text": "abc"}),
+    );
+    let hash = result_of(&hash);
+    assert_eq!(hash["result"]["isError"], true);
+    assert!(
+        text_of(&hash["result"]).contains("approval required"),
+        "{hash}"
+    );
+
+    // The trail has the decisions and the rules behind them; the deny's reason is there
+    // (and was not sent to the agent).
+    let recs = records(&addr, &adm, "principal=acme/core/prod/bot");
+    let find = |tool: &str, outcome: &str| {
+        recs.iter()
+            .find(|r| r["tool"] == tool && r["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("no {outcome} record for {tool}: {recs:#?}"))
+            .clone()
+    };
+    let r = find("warden_text__regex_find", "denied");
+    assert_eq!(r["policies"], json!(["no-regex-groups"]));
+    assert_eq!(
+        r["reasons"],
+        json!(["regex_find refuses patterns with groups"])
+    );
+    assert!(!long.contains("refuses patterns with groups"));
+    assert_eq!(
+        find("warden_text__hash", "approval_required")["policies"],
+        // Both permits match; one asking for approval is enough.
+        json!(["hash-needs-approval", "ops-text"])
+    );
+    // Arguments are kept only where the policy says so.
+    let gh_rec = find("warden_http__request", "tool_error");
+    assert_eq!(gh_rec["arguments"]["url"], "https://api.github.com/zen");
+    assert!(find("warden_text__regex_find", "ok")["arguments"].is_null());
+    assert_eq!(
+        find("warden_text__regex_find", "ok")["args_digest"]
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+
+    // `warden policy test` shows the decision and the rules that decided it.
+    let out = ok(warden(
+        d,
+        &[
+            "policy",
+            "test",
+            "--agent",
+            "acme/core/prod/bot",
+            "--tool",
+            "warden_text__regex_find",
+            "--args",
+            &json!({"pattern": "(x)"}).to_string(),
+        ],
+    ));
+    assert!(
+        out.contains("decision: deny")
+            && out.contains("no-regex-groups")
+            && out.contains("refuses patterns with groups"),
+        "{out}"
+    );
+    let out = ok(warden(
+        d,
+        &[
+            "policy",
+            "test",
+            "--agent",
+            "acme/core/prod/intern",
+            "--tool",
+            "warden_text__stats",
+            "--json",
+        ],
+    ));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["decision"], "deny");
+    assert_eq!(v["listed"], false);
+    assert_eq!(v["policy_version"], 2);
+
+    // A set that does not validate is refused whole: the version does not move.
+    let bad = d.join("bad.cedar");
+    std::fs::write(
+        &bad,
+        r#"permit (principal, action, resource) when { context.arguments.getTag("x") == "y" };"#,
+    )
+    .unwrap();
+    let out = warden(d, &["policy", "apply", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("validate"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value =
+        serde_json::from_str(&ok(warden(d, &["policy", "history", "--json"]))).unwrap();
+    assert_eq!(history["current"], 2);
+    assert_eq!(history["versions"].as_array().unwrap().len(), 2);
+
+    // An empty set denies everything, for the real TypeScript client too.
+    let empty = d.join("empty.cedar");
+    std::fs::write(&empty, "").unwrap();
+    ok(warden(d, &["policy", "apply", empty.to_str().unwrap()]));
+    assert!(list(&addr, &bot).is_empty());
+
+    // The TypeScript client under a policy that hides the http skill from the local agent.
+    let local_text = d.join("local.cedar");
+    std::fs::write(
+        &local_text,
+        r#"permit (principal == Warden::Agent::"default/default/dev/local", action, resource) when { resource.skill == "text" };"#,
+    )
+    .unwrap();
+    ok(warden(
+        d,
+        &["policy", "apply", local_text.to_str().unwrap()],
+    ));
+    let report = ts_client(&up, "v1", up.token.as_deref());
+    assert!(report.get("error").is_none(), "{report}");
+    let names: Vec<&str> = report["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"warden_text__stats") && !names.iter().any(|n| n.contains("http")),
+        "{names:?}"
+    );
+    assert_eq!(report["stats"]["isError"], false);
+    assert_eq!(report["http"]["code"], -32602, "{report}");
+    assert_eq!(report["unknownTool"]["code"], -32602);
+    assert!(up.stop().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_records_every_outcome_and_detects_tampering() {
+    use warden::runtime::SkillSettings;
+    let catalog = Arc::new(warden::gateway::Catalog::new());
+    catalog
+        .install(
+            "test",
+            crate::support::load(
+                "hostile",
+                SkillSettings {
+                    limits: warden::runtime::SkillLimits {
+                        deadline: Duration::from_millis(300),
+                        ..Default::default()
+                    },
+                    ..SkillSettings::default()
+                },
+            )
+            .await,
+        )
+        .unwrap();
+    catalog
+        .install(
+            "warden",
+            crate::support::load("text", SkillSettings::default()).await,
+        )
+        .unwrap();
+    let gw = InProcess::start(catalog, Duration::from_secs(2)).await;
+    gw.gateway
+        .apply_policy(
+            r#"permit (principal, action, resource);
+               @id("no-panics") @reason("panics are for tests only")
+               forbid (principal, action, resource == Warden::Tool::"test_hostile__panic");"#,
+            "test",
+        )
+        .unwrap();
+    let (addr, token) = (gw.addr.clone(), gw.token.clone());
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let c = |tool: &str, args: Value| call(&addr, Some(&token), tool, args).2;
+        c("warden_text__stats", json!({"text": "hi"})); // allowed, ok
+        c("test_hostile__panic", json!({})); // denied
+        c("warden_text__stats", json!({"text": 5})); // failed: invalid arguments
+        c("test_hostile__spin", json!({})); // trapped: deadline
+        c("warden_text__nothing", json!({})); // unknown
+    });
+    outcomes.await.unwrap();
+    let recs = gw.gateway.audit.query(&Default::default()).unwrap();
+    let got: BTreeSet<(String, String)> = recs
+        .iter()
+        .filter(|r| r.request == "tools/call")
+        .map(|r| (r.tool.clone().unwrap(), r.outcome.clone()))
+        .collect();
+    for (tool, outcome) in [
+        ("warden_text__stats", "ok"),
+        ("test_hostile__panic", "denied"),
+        ("warden_text__stats", "tool_error"),
+        ("test_hostile__spin", "trap"),
+        ("warden_text__nothing", "unknown_tool"),
+    ] {
+        assert!(
+            got.contains(&(tool.into(), outcome.into())),
+            "{tool} {outcome} missing from {got:?}"
+        );
+    }
+    let trap = recs.iter().find(|r| r.outcome == "trap").unwrap();
+    assert_eq!(trap.error_class.as_deref(), Some("deadline"));
+    assert!(trap.latency_us > 0);
+    assert_eq!(gw.gateway.audit.verify().unwrap().first_broken, None);
+    let usage = gw.gateway.audit.usage("tool");
+    assert_eq!(usage["warden_text__stats"].calls, 2);
+    assert_eq!(usage["warden_text__stats"].errors, 1);
+    gw.stop().await;
+}
+
+#[test]
+fn audit_chain_verifies_and_a_flipped_byte_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    let token = up.token.clone().unwrap();
+    for i in 0..5 {
+        assert_eq!(
+            call(
+                &up.addr,
+                Some(&token),
+                "warden_text__stats",
+                json!({"text": format!("n{i}")})
+            )
+            .0,
+            200
+        );
+    }
+    let out = ok(warden(d, &["audit", "verify"]));
+    assert!(out.contains("verifies"), "{out}");
+    let tail = ok(warden(
+        d,
+        &["audit", "tail", "--tool", "warden_text__stats", "-n", "3"],
+    ));
+    assert_eq!(tail.lines().count(), 3, "{tail}");
+    // Usage and metrics count the calls.
+    let usage: Value = serde_json::from_str(&ok(warden(
+        d,
+        &["audit", "usage", "--by", "tool", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(usage["usage"]["warden_text__stats"]["calls"], 5);
+    let (status, _, metrics) = raw(
+        &up.addr,
+        &format!(
+            "GET /metrics HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            up.addr,
+            admin_token(d)
+        ),
+    );
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains(r#"warden_calls_total{tenant="default",workspace="default",environment="dev",agent="local",tool="warden_text__stats"} 5"#),
+        "{metrics}"
+    );
+    assert!(up.stop().success());
+
+    // Flip one byte of record 3 in the stopped gateway's store.
+    {
+        let store = warden::storage::Store::open(&d.join("warden.redb")).unwrap();
+        let mut bytes = Vec::new();
+        store
+            .scan_audit(3, |_, b| {
+                bytes = b.to_vec();
+                false
+            })
+            .unwrap();
+        let pos = bytes.len() / 2;
+        bytes[pos] ^= 0x20;
+        store.overwrite_audit_record(3, &bytes).unwrap();
+    }
+    let out = warden(d, &["audit", "verify", "--offline"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken at record 3"), "{err}");
+}
+
+#[test]
+fn a_failing_audit_sink_refuses_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start_env(dir.path(), &[], &[("WARDEN_FAILPOINTS", "audit-commit")]);
+    let token = up.token.clone().unwrap();
+    let (status, _, body) = call(
+        &up.addr,
+        Some(&token),
+        "warden_text__stats",
+        json!({"text": "x"}),
+    );
+    // The call's result is withheld: an error, never the tool's output.
+    assert!(!body.contains("structuredContent"), "{body}");
+    assert!(status == 200 || status == 503, "{status}");
+    assert!(body.contains("audit trail is unavailable"), "{body}");
+    // Once the sink is known to fail, calls are refused before anything runs.
+    let (_, _, body) = call(
+        &up.addr,
+        Some(&token),
+        "warden_text__stats",
+        json!({"text": "x"}),
+    );
+    assert!(body.contains("audit trail is unavailable"), "{body}");
+    assert!(up.stop().success());
+}
+
+#[test]
+fn kill_9_under_load_loses_no_acknowledged_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut up = Up::start_with(d, &["--rate-limit", "0"]);
+    let token = up.token.clone().unwrap();
+    let addr = up.addr.clone();
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            let (addr, token, acked, stop) = (
+                addr.clone(),
+                token.clone(),
+                acknowledged.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let args = json!({"text": format!("worker {w} call {i}")});
+                    let result = std::panic::catch_unwind(|| {
+                        call(&addr, Some(&token), "warden_text__stats", args.clone())
+                    });
+                    if let Ok((200, _, body)) = result
+                        && body.contains("structuredContent")
+                    {
+                        acked.lock().unwrap().push(warden::audit::digest(&args));
+                    }
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acknowledged.lock().unwrap().len() < 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // SIGKILL while the load runs.
+    up.child.kill().unwrap();
+    up.child.wait().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acknowledged.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 200,
+        "only {} calls acknowledged",
+        acked.len()
+    );
+
+    // Restart: the chain verifies, and every acknowledged call has its record.
+    let up = Up::start(d);
+    let adm = admin_token(d);
+    let (status, v) = admin(&up.addr, &adm, "GET", "/admin/v1/audit/verify", None);
+    assert_eq!(status, 200, "{v}");
+    assert!(up.stop().success());
+    let store = warden::storage::Store::open(&d.join("warden.redb")).unwrap();
+    let mut recorded = std::collections::HashSet::new();
+    store
+        .scan_audit(0, |_, bytes| {
+            let r = warden::audit::decode(bytes).unwrap();
+            if r.outcome == "ok"
+                && let Some(digest) = r.args_digest
+            {
+                recorded.insert(digest);
+            }
+            true
+        })
+        .unwrap();
+    let missing = acked.iter().filter(|d| !recorded.contains(*d)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged calls have no record",
+        acked.len()
+    );
+}
