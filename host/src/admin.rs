@@ -26,6 +26,7 @@ use axum::{Extension, Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 type Shared = State<Arc<Gateway>>;
 
@@ -167,6 +168,8 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
     response
 }
 
+#[utoipa::path(get, path = "/admin/v1/scopes", tag = "identity",
+    responses((status = 200, description = "Tenants, workspaces and environments", body = Object)))]
 async fn list_scopes(State(g): Shared) -> ApiResult {
     let scopes: Vec<Value> = g
         .store
@@ -183,16 +186,22 @@ async fn list_scopes(State(g): Shared) -> ApiResult {
     Ok(Json(json!({ "scopes": scopes })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ScopeBody {
     path: String,
 }
 
+#[utoipa::path(post, path = "/admin/v1/scopes", tag = "identity", request_body = ScopeBody,
+    responses((status = 201, description = "Created", body = Object),
+              (status = 404, description = "The parent does not exist", body = Object),
+              (status = 409, description = "It exists already", body = Object)))]
 async fn create_scope(State(g): Shared, Json(body): Json<ScopeBody>) -> ApiResult {
     identity::create_scope(&g.store, &body.path)?;
     Ok((StatusCode::CREATED, Json(json!({"path": body.path}))).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/agents", tag = "identity",
+    responses((status = 200, description = "Agents with their groups and rate limits", body = Object)))]
 async fn list_agents(State(g): Shared) -> ApiResult {
     let agents: Vec<Value> = g
         .store
@@ -205,7 +214,7 @@ async fn list_agents(State(g): Shared) -> ApiResult {
     Ok(Json(json!({ "agents": agents })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct AgentBody {
     path: String,
     #[serde(default)]
@@ -213,6 +222,9 @@ struct AgentBody {
     rate_limit: Option<u32>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/agents", tag = "identity", request_body = AgentBody,
+    responses((status = 200, description = "Saved", body = Object),
+              (status = 404, description = "The environment does not exist", body = Object)))]
 async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
     let record = identity::put_agent(&g.store, &body.path, body.groups, body.rate_limit)?;
     Ok(
@@ -221,6 +233,10 @@ async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
     )
 }
 
+#[utoipa::path(delete, path = "/admin/v1/agents/{path}", tag = "identity",
+    params(("path" = String, Path, description = "tenant/workspace/environment/agent")),
+    responses((status = 200, description = "Deleted; its tokens are revoked", body = Object),
+              (status = 404, description = "No such agent", body = Object)))]
 async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     identity::parse_path(&path, 4)?;
     // Close the streams of the tokens this revokes.
@@ -241,13 +257,16 @@ async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TokenFilter {
     principal: Option<String>,
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(get, path = "/admin/v1/tokens", tag = "tokens", params(TokenFilter),
+    responses((status = 200, description = "Token records (never secrets)", body = Object)))]
 async fn list_tokens(State(g): Shared, Query(f): Query<TokenFilter>) -> ApiResult {
     let now = identity::now_secs();
     let mut tokens: Vec<Value> = g
@@ -276,7 +295,7 @@ async fn list_tokens(State(g): Shared, Query(f): Query<TokenFilter>) -> ApiResul
     Ok(Json(json!({ "tokens": tokens })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct IssueBody {
     /// `service` (default) or `admin`.
     kind: Option<String>,
@@ -289,6 +308,9 @@ struct IssueBody {
     label: String,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens", tag = "tokens", request_body = IssueBody,
+    responses((status = 201, description = "The token (shown once) and its record", body = Object),
+              (status = 400, description = "Refused (unknown agent, TTL over the cap, bad role)", body = Object)))]
 async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult {
     let kind = match body.kind.as_deref().unwrap_or("service") {
         "service" => TokenKind::Service,
@@ -323,12 +345,16 @@ async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult
     Ok(resp)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 struct RotateBody {
     #[serde(default)]
     grace_secs: u64,
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens/{id}/rotate", tag = "tokens", request_body = RotateBody,
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    responses((status = 200, description = "The replacement (shown once); the old token lives for the grace window", body = Object),
+              (status = 404, description = "No such token", body = Object)))]
 async fn rotate_token(
     State(g): Shared,
     Path(id): Path<String>,
@@ -352,6 +378,10 @@ async fn rotate_token(
     Ok(resp)
 }
 
+#[utoipa::path(post, path = "/admin/v1/tokens/{id}/revoke", tag = "tokens",
+    params(("id" = String, Path, description = "Token id (tok_...)")),
+    responses((status = 200, description = "Revoked ids (with exchanged tokens); their streams are closed", body = Object),
+              (status = 404, description = "No such token", body = Object)))]
 async fn revoke_token(State(g): Shared, Path(id): Path<String>) -> ApiResult {
     let ids = auth::revoke(&g.store, &id)?;
     g.streams.close(&ids);
@@ -369,6 +399,8 @@ fn versions(g: &Gateway) -> Result<Vec<PolicyVersion>, ApiError> {
         .collect()
 }
 
+#[utoipa::path(get, path = "/admin/v1/policies", tag = "policy",
+    responses((status = 200, description = "Every applied version (without text) and the current one", body = Object)))]
 async fn policy_history(State(g): Shared) -> ApiResult {
     let history: Vec<Value> = versions(&g)?
         .into_iter()
@@ -380,16 +412,21 @@ async fn policy_history(State(g): Shared) -> ApiResult {
     Ok(Json(json!({"current": g.policy().version, "versions": history})).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/policies/current", tag = "policy",
+    responses((status = 200, description = "The policy set in force, with its text", body = Object)))]
 async fn current_policy(State(g): Shared) -> ApiResult {
     let current = versions(&g)?.pop();
     Ok(Json(json!({ "policy": current })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct ApplyBody {
     text: String,
 }
 
+#[utoipa::path(post, path = "/admin/v1/policies", tag = "policy", request_body = ApplyBody,
+    responses((status = 201, description = "Applied as the next version", body = Object),
+              (status = 422, description = "Does not parse or validate; nothing changed", body = Object)))]
 async fn apply_policy(
     State(g): Shared,
     Extension(admin): Extension<Admin>,
@@ -410,21 +447,27 @@ async fn apply_policy(
 
 /// A simulated request: who (an existing agent's path, or a full subject), which tool (an
 /// installed tool's exposed name, or a full target), with what.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct TestBody {
     /// Policy text to test instead of the set in force.
     policy: Option<String>,
     agent: Option<String>,
+    #[schema(value_type = Option<Object>)]
     subject: Option<Subject>,
     tool: Option<String>,
+    #[schema(value_type = Option<Object>)]
     target: Option<Target>,
     #[serde(default)]
+    #[schema(value_type = Object)]
     arguments: serde_json::Map<String, Value>,
     now: Option<String>,
+    #[schema(value_type = Option<String>)]
     client_ip: Option<std::net::IpAddr>,
     rate: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/admin/v1/policies/test", tag = "policy", request_body = TestBody,
+    responses((status = 200, description = "Decision, deciding policies, deny reasons and whether the tool is listed", body = Object)))]
 async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult {
     let subject = match (body.subject, body.agent) {
         (Some(s), _) => s,
@@ -478,11 +521,16 @@ async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult 
     Ok(Json(out).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(audit::Query),
+    responses((status = 200, description = "Records, newest first", body = Object)))]
 async fn query_audit(State(g): Shared, Query(q): Query<audit::Query>) -> ApiResult {
     let records = g.audit.query(&q)?;
     Ok(Json(json!({ "records": records })).into_response())
 }
 
+#[utoipa::path(get, path = "/admin/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The chain verifies", body = Object),
+              (status = 409, description = "The first broken record and why", body = Object)))]
 async fn verify_audit(State(g): Shared) -> ApiResult {
     let v = g.audit.verify()?;
     let status = if v.first_broken.is_some() {
@@ -493,11 +541,14 @@ async fn verify_audit(State(g): Shared) -> ApiResult {
     Ok((status, Json(json!(v))).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct UsageQuery {
     group_by: Option<String>,
 }
 
+#[utoipa::path(get, path = "/admin/v1/usage", tag = "audit", params(UsageQuery),
+    responses((status = 200, description = "Calls, errors, latency and fuel per group", body = Object)))]
 async fn usage(State(g): Shared, Query(q): Query<UsageQuery>) -> ApiResult {
     let group_by = q.group_by.unwrap_or_else(|| "agent".into());
     if !["tenant", "workspace", "environment", "agent", "tool"].contains(&group_by.as_str()) {
@@ -515,6 +566,8 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "audit",
+    responses((status = 200, description = "Prometheus text exposition of the usage counters", content_type = "text/plain", body = String)))]
 async fn metrics(State(g): Shared) -> Response {
     use std::fmt::Write;
     let mut out = String::new();
@@ -567,11 +620,50 @@ async fn metrics(State(g): Shared) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+#[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "meta",
+    responses((status = 200, description = "This document", body = Object)))]
 async fn openapi() -> Response {
     Json(crate::admin::openapi_document()).into_response()
 }
 
-/// The OpenAPI document of the admin API.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "warden admin API",
+        description = "Tenants, workspaces, environments, agents, tokens, policies, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may only read."
+    ),
+    paths(
+        list_scopes, create_scope, list_agents, put_agent, delete_agent, list_tokens,
+        issue_token, rotate_token, revoke_token, policy_history, current_policy, apply_policy,
+        test_policy, query_audit, verify_audit, usage, metrics, openapi
+    ),
+    modifiers(&AdminTokenAuth),
+    security(("admin_token" = []))
+)]
+struct ApiDoc;
+
+struct AdminTokenAuth;
+
+impl utoipa::Modify for AdminTokenAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "admin_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An admin token (wdn_adm_...)"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI document of the admin API, generated from the handlers' annotations.
 pub fn openapi_document() -> Value {
-    json!({})
+    use utoipa::OpenApi as _;
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    serde_json::to_value(doc).unwrap_or(Value::Null)
 }

@@ -265,7 +265,8 @@ pub fn verify(store: &Store, key: &ChainKey) -> Result<Verification, StoreError>
 }
 
 /// A query over the trail (newest first).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Query {
     /// Principal (agent path or a prefix of it: `tenant`, `tenant/workspace`, ...).
     pub principal: Option<String>,

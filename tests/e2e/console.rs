@@ -789,6 +789,62 @@ fn audit_chain_verifies_and_a_flipped_byte_is_named() {
         metrics.contains(r#"warden_calls_total{tenant="default",workspace="default",environment="dev",agent="local",tool="warden_text__stats"} 5"#),
         "{metrics}"
     );
+    // The OpenAPI document is generated from the handlers, and it describes the real
+    // routes: every documented GET without path parameters answers 200.
+    let adm = admin_token(d);
+    let (status, doc) = admin(&up.addr, &adm, "GET", "/admin/v1/openapi.json", None);
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(
+        doc["components"]["securitySchemes"]["admin_token"]["scheme"],
+        "bearer"
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/admin/v1/tokens",
+        "/admin/v1/tokens/{id}/rotate",
+        "/admin/v1/tokens/{id}/revoke",
+        "/admin/v1/policies",
+        "/admin/v1/policies/test",
+        "/admin/v1/audit",
+        "/admin/v1/audit/verify",
+        "/admin/v1/agents",
+        "/admin/v1/scopes",
+        "/admin/v1/usage",
+        "/metrics",
+    ] {
+        assert!(paths.contains_key(p), "{p} is not documented");
+    }
+    for (p, ops) in paths {
+        if ops.get("get").is_some() && !p.contains('{') {
+            let (status, body) = admin(&up.addr, &adm, "GET", p, None);
+            assert_eq!(status, 200, "GET {p}: {body}");
+        }
+    }
+    // An approver may read but not change anything.
+    let approver: Value = serde_json::from_str(
+        ok(warden(
+            d,
+            &[
+                "token", "issue", "auditor", "--admin", "--role", "approver", "--json",
+            ],
+        ))
+        .trim(),
+    )
+    .unwrap();
+    let approver = approver["token"].as_str().unwrap();
+    assert_eq!(
+        admin(&up.addr, approver, "GET", "/admin/v1/audit", None).0,
+        200
+    );
+    let (status, _) = admin(
+        &up.addr,
+        approver,
+        "POST",
+        "/admin/v1/policies",
+        Some(json!({"text": ""})),
+    );
+    assert_eq!(status, 403);
     assert!(up.stop().success());
 
     // Flip one byte of record 3 in the stopped gateway's store.
