@@ -3,6 +3,9 @@
 //! a minimal rmcp Streamable HTTP server calling a native echo tool (the MCP-stack baseline),
 //! and with the bare in-process runtime call.
 //!
+//! A second `warden up` with `--unsafe-no-audit` gives the cost of the durable audit trail
+//! (policy on in both).
+//!
 //! Run: `cargo bench -p warden --bench gateway`. Prints calls/s for 1 and 16 keep-alive
 //! connections, 1-connection p50/p99, and the ratios recorded in `docs/benchmarks.md`.
 
@@ -172,7 +175,10 @@ fn pct(samples: &mut [Duration], q: f64) -> f64 {
     samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6
 }
 
-fn start_warden(data_dir: &std::path::Path) -> (std::process::Child, String, String) {
+fn start_warden(
+    data_dir: &std::path::Path,
+    extra: &[&str],
+) -> (std::process::Child, String, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args([
@@ -184,6 +190,7 @@ fn start_warden(data_dir: &std::path::Path) -> (std::process::Child, String, Str
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .env("WARDEN_WASM_TARGET_DIR", root.join("target/wasm-skills"))
         .env("WARDEN_LOG", "error")
         .stdout(Stdio::piped())
@@ -244,7 +251,10 @@ fn main() {
         return echo_child();
     }
     let data = tempfile::tempdir().unwrap();
-    let (mut warden, url, token) = start_warden(data.path());
+    let (mut warden, url, token) = start_warden(data.path(), &[]);
+    let data_off = tempfile::tempdir().unwrap();
+    let (mut warden_off, url_off, token_off) =
+        start_warden(data_off.path(), &["--unsafe-no-audit"]);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -284,6 +294,14 @@ fn main() {
             },
         ),
         (
+            "warden up --unsafe-no-audit: same, policy on, audit off",
+            Target {
+                url: url_off,
+                token: Some(token_off),
+                tool: "warden_text__stats",
+            },
+        ),
+        (
             "rmcp minimal server (own process): native echo",
             Target {
                 url: echo_url,
@@ -299,7 +317,7 @@ fn main() {
         let (sixteen, _) = rt.block_on(load(target, 16));
         rows.push((name, one, pct(&mut lat, 0.5), pct(&mut lat, 0.99), sixteen));
     }
-    for child in [&mut warden, &mut echo] {
+    for child in [&mut warden, &mut warden_off, &mut echo] {
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -313,7 +331,12 @@ fn main() {
         "| in-process runtime call (no HTTP, no MCP) | {:.0} | {:.1} us | | |",
         runtime_calls.0, runtime_calls.1
     );
-    let (w, e) = (&rows[0], &rows[1]);
+    let (w, off, e) = (&rows[0], &rows[1], &rows[2]);
+    println!(
+        "\ndurable audit on/off: 1 conn {:.2}x, 16 conns {:.2}x",
+        w.1 / off.1,
+        w.4 / off.4
+    );
     println!(
         "\nratios warden/echo: 1 conn {:.2}x, 16 conns {:.2}x; p50 added over the in-process call: {:.0} us",
         w.1 / e.1,

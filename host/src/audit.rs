@@ -397,6 +397,8 @@ type UsageMap = BTreeMap<String, Usage>;
 
 /// The audit log: the writer's queue, the chain key and the live usage counters.
 pub struct AuditLog {
+    /// False only in benchmark mode (`warden up --unsafe-no-audit`): records are dropped.
+    enabled: bool,
     tx: mpsc::Sender<Pending>,
     healthy: Arc<AtomicBool>,
     usage: Arc<Mutex<UsageMap>>,
@@ -510,6 +512,7 @@ impl AuditLog {
             })
             .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self {
+            enabled: true,
             tx,
             healthy,
             usage,
@@ -523,8 +526,17 @@ impl AuditLog {
         self.healthy.load(Ordering::Acquire)
     }
 
+    /// Benchmark mode: acknowledge without recording (to measure what the trail costs).
+    /// Never for production: nothing is audited.
+    pub fn disable_for_benchmarks(&mut self) {
+        self.enabled = false;
+    }
+
     /// Appends a record and waits until it is durable. Returns its sequence number.
     pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        if !self.enabled {
+            return Ok(0);
+        }
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending { record, done })

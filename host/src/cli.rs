@@ -52,6 +52,9 @@ enum Command {
         /// agent tokens are bound to <public-url>/mcp.
         #[arg(long, env = "WARDEN_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Benchmark mode: acknowledge calls without recording them (never in production).
+        #[arg(long, hide = true)]
+        unsafe_no_audit: bool,
     },
     /// Tenants, workspaces and environments (through the admin API).
     Scope {
@@ -179,6 +182,7 @@ pub fn main() -> Result<()> {
             drain_secs,
             rate_limit,
             public_url,
+            unsafe_no_audit,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
             data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
             listen,
@@ -191,6 +195,7 @@ pub fn main() -> Result<()> {
             drain: std::time::Duration::from_secs(drain_secs),
             rate_limit,
             public_url,
+            unsafe_no_audit,
         })),
         Command::Scope { target, command } => rt.block_on(adminctl::scope(target, command)),
         Command::Agent { target, command } => rt.block_on(adminctl::agent(target, command)),

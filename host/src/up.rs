@@ -48,6 +48,8 @@ pub struct UpOptions {
     /// The URL clients reach the gateway at (default `http://<listen address>`); agent
     /// tokens are bound to `<public_url>/mcp`.
     pub public_url: Option<String>,
+    /// Benchmark mode: do not record the audit trail.
+    pub unsafe_no_audit: bool,
 }
 
 /// File in the data directory holding the bootstrap admin token (0600).
@@ -180,11 +182,17 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         GatewayOptions {
             rate_limit: opts.rate_limit,
             audience: url.clone(),
+            audit: !opts.unsafe_no_audit,
         },
     )?);
 
     // First start: the local agent's service token (printed once) and the bootstrap admin
     // token (kept in a 0600 file for the CLI on this machine).
+    if opts.unsafe_no_audit {
+        eprintln!(
+            "warden: WARNING: --unsafe-no-audit: nothing is audited (benchmark mode; never in production)"
+        );
+    }
     let first_start = store.token_count()? == 0;
     let token = if first_start || opts.issue_token {
         Some(auth::issue_service_token(&store, LOCAL_AGENT, "local agent (warden up)")?.token)

@@ -516,6 +516,7 @@ impl InProcess {
                 warden::gateway::GatewayOptions {
                     rate_limit: 0,
                     audience: format!("http://{addr}/mcp"),
+                    audit: true,
                 },
             )
             .unwrap(),

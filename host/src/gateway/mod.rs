@@ -228,6 +228,8 @@ pub struct GatewayOptions {
     pub rate_limit: u32,
     /// The audience agent tokens must be bound to: this gateway's MCP URL.
     pub audience: String,
+    /// Record the audit trail (false only to benchmark its cost).
+    pub audit: bool,
 }
 
 /// Shared gateway state: catalog, store, policy, audit and rate limits.
@@ -348,7 +350,11 @@ impl Gateway {
             }
         };
         let key = ChainKey::load_or_create(&data_dir.join("audit.key"))?;
-        let audit = Arc::new(AuditLog::start(store.clone(), key)?);
+        let mut audit = AuditLog::start(store.clone(), key)?;
+        if !options.audit {
+            audit.disable_for_benchmarks();
+        }
+        let audit = Arc::new(audit);
         Ok(Self {
             catalog,
             store,

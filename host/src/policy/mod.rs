@@ -223,7 +223,15 @@ pub struct PolicyEngine {
     authorizer: Authorizer,
     action: EntityUid,
     types: EntityTypes,
-    slices: RwLock<HashMap<SliceKey, Arc<PolicySet>>>,
+    slices: RwLock<HashMap<SliceKey, Arc<Slice>>>,
+}
+
+/// The policies that can apply to one principal and tool.
+struct Slice {
+    set: PolicySet,
+    /// Whether any of them may read the call's arguments (if none does, the argument
+    /// entities are not built: a cost every call would otherwise pay).
+    reads_arguments: bool,
 }
 
 /// A slice is valid for one principal (with its groups) and one tool.
@@ -259,6 +267,17 @@ fn schema() -> Result<Schema, PolicyError> {
     Schema::from_cedarschema_str(SCHEMA)
         .map(|(schema, _warnings)| schema)
         .map_err(|e| PolicyError::Schema(e.to_string()))
+}
+
+/// How the call's arguments enter the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arguments {
+    /// As entities with tags (a call).
+    Known,
+    /// As unknowns (the listing check, by partial evaluation).
+    Unknown,
+    /// Left out: no policy that can apply reads them.
+    Unused,
 }
 
 /// The request's entities and context, built once per decision.
@@ -358,7 +377,8 @@ impl PolicyEngine {
         target: &Target,
         circumstances: &Circumstances,
     ) -> bool {
-        let Ok(built) = self.build(subject, target, circumstances, false) else {
+        let slice = self.slice(subject, target);
+        let Ok(built) = self.build(subject, target, circumstances, Arguments::Unknown) else {
             return false;
         };
         let request = RequestBuilder::default()
@@ -367,12 +387,12 @@ impl PolicyEngine {
             .resource(built.resource)
             .context(built.context)
             .build();
-        let slice = self.slice(subject, target);
         let response = self
             .authorizer
-            .is_authorized_partial(&request, &slice, &built.entities);
+            .is_authorized_partial(&request, &slice.set, &built.entities);
         let forbid_errored = response.definitely_errored().any(|id| {
             slice
+                .set
                 .policy(id)
                 .is_some_and(|p| p.effect() == Effect::Forbid)
         });
@@ -380,7 +400,7 @@ impl PolicyEngine {
     }
 
     /// The policies whose scope can match this principal and tool, cached.
-    fn slice(&self, s: &Subject, t: &Target) -> Arc<PolicySet> {
+    fn slice(&self, s: &Subject, t: &Target) -> Arc<Slice> {
         let key = SliceKey {
             principal: s.path(),
             groups: s.groups.clone(),
@@ -407,6 +427,7 @@ impl PolicyEngine {
             EntityUid::from_type_name_and_id(self.types.tool.clone(), EntityId::new(&t.exposed));
         let principal_in = |uid: &EntityUid| *uid == principal || groups.contains(uid);
         let mut slice = PolicySet::new();
+        let mut reads_arguments = false;
         for policy in self.set.policies() {
             let principal_matches = match policy.principal_constraint() {
                 PrincipalConstraint::Any => true,
@@ -423,14 +444,23 @@ impl PolicyEngine {
                 ResourceConstraint::IsIn(ty, uid) => ty == self.types.tool && uid == resource,
             };
             if principal_matches && resource_matches {
+                // Conservative: any mention of the names counts as reading them.
+                let text = policy.to_string();
+                reads_arguments |= text.contains("arguments") || text.contains("numbers");
                 // Ids are unique in the full set, so adding cannot fail; if it did, keep
                 // the full set rather than decide on a partial one.
                 if slice.add(policy.clone()).is_err() {
-                    return Arc::new(self.set.clone());
+                    return Arc::new(Slice {
+                        set: self.set.clone(),
+                        reads_arguments: true,
+                    });
                 }
             }
         }
-        let slice = Arc::new(slice);
+        let slice = Arc::new(Slice {
+            set: slice,
+            reads_arguments,
+        });
         let mut slices = self
             .slices
             .write()
@@ -442,14 +472,13 @@ impl PolicyEngine {
         slice
     }
 
-    /// Builds entities and context. With `known_arguments` false the arguments are unknown
-    /// (for partial evaluation).
+    /// Builds entities and context.
     fn build(
         &self,
         s: &Subject,
         t: &Target,
         c: &Circumstances,
-        known_arguments: bool,
+        arguments: Arguments,
     ) -> Result<Built, String> {
         // Entities and context are built with Cedar's typed API (no JSON round trip): the
         // policies were validated against the schema when applied, and these values are
@@ -507,7 +536,7 @@ impl PolicyEngine {
             ),
             ("rate".to_owned(), RestrictedExpression::new_long(c.rate)),
         ];
-        if known_arguments {
+        if arguments == Arguments::Known {
             let arguments = uid(&self.types.arguments, "call");
             let numbers = uid(&self.types.numbers, "call");
             let strings = c.arguments.iter().map(|(k, v)| {
@@ -535,7 +564,7 @@ impl PolicyEngine {
                 "numbers".to_owned(),
                 RestrictedExpression::new_entity_uid(numbers),
             ));
-        } else {
+        } else if arguments == Arguments::Unknown {
             context.push((
                 "arguments".to_owned(),
                 RestrictedExpression::new_unknown("arguments"),
@@ -556,7 +585,13 @@ impl PolicyEngine {
     }
 
     fn evaluate(&self, s: &Subject, t: &Target, c: &Circumstances) -> Result<Decision, String> {
-        let built = self.build(s, t, c, true)?;
+        let slice = self.slice(s, t);
+        let arguments = if slice.reads_arguments {
+            Arguments::Known
+        } else {
+            Arguments::Unused
+        };
+        let built = self.build(s, t, c, arguments)?;
         let request = Request::new(
             built.principal,
             self.action.clone(),
@@ -565,10 +600,9 @@ impl PolicyEngine {
             None,
         )
         .map_err(|e| e.to_string())?;
-        let slice = self.slice(s, t);
         let response = self
             .authorizer
-            .is_authorized(&request, &slice, &built.entities);
+            .is_authorized(&request, &slice.set, &built.entities);
 
         // Fail closed: an erroring forbid must not let the call through.
         let errored_forbids: Vec<String> = response
@@ -581,6 +615,7 @@ impl PolicyEngine {
             })
             .filter(|id| {
                 slice
+                    .set
                     .policy(id)
                     .is_some_and(|p| p.effect() == Effect::Forbid)
             })
