@@ -87,6 +87,21 @@ fn main() {
     c.bench_function("policy_decide_100_rules", |b| {
         b.iter(|| engine.decide(&subject, &target, &ctx))
     });
+    // The same set with the forbid reading the arguments, the time and the client IP, so
+    // the request carries everything (the most a decision builds).
+    let heavy = PolicyEngine::new(&policies(100).replace(
+        "when { resource.destructive && principal.environment == \"prod\" }",
+        "when { (context.arguments.hasTag(\"sql\") && context.arguments.getTag(\"sql\") like \"*drop *\") \
+         || (context.now.toTime() > duration(\"23h\") && context.clientIp.isLoopback()) }",
+    ))
+    .unwrap();
+    assert!(matches!(
+        heavy.decide(&subject, &target, &ctx),
+        warden::policy::Decision::Allow { .. }
+    ));
+    c.bench_function("policy_decide_100_rules_reading_arguments_time_ip", |b| {
+        b.iter(|| heavy.decide(&subject, &target, &ctx))
+    });
     c.bench_function("token_check", |b| {
         b.iter(|| warden::auth::authenticate(&store, Some(&header), None, audience).unwrap())
     });

@@ -97,7 +97,7 @@ pub enum PolicyError {
 }
 
 /// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Subject {
     /// Tenant.
     pub tenant: String,
@@ -123,7 +123,7 @@ impl Subject {
 }
 
 /// Which tool is called.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
     /// The exposed (namespaced) tool name; the Cedar entity id.
     pub exposed: String,
@@ -220,26 +220,74 @@ impl Decision {
 /// A validated policy set, ready to decide.
 pub struct PolicyEngine {
     set: PolicySet,
+    /// Annotations read per decision, extracted once (looking one up in the set parses the
+    /// key, which cost more than the rest of a decision).
+    notes: HashMap<PolicyId, Notes>,
     authorizer: Authorizer,
     action: EntityUid,
     types: EntityTypes,
-    slices: RwLock<HashMap<SliceKey, Arc<Slice>>>,
+    /// Slices by a hash of (subject, target); each slice holds the pair it is for.
+    slices: RwLock<HashMap<u64, Arc<Slice>>>,
 }
 
 /// The policies that can apply to one principal and tool.
 struct Slice {
+    /// The principal and tool this slice is for (checked on lookup).
+    subject: Subject,
+    target: Target,
+    /// Their entities (which depend on nothing else), built once.
+    principal: EntityUid,
+    resource: EntityUid,
+    entities: Entities,
     set: PolicySet,
-    /// Whether any of them may read the call's arguments (if none does, the argument
-    /// entities are not built: a cost every call would otherwise pay).
-    reads_arguments: bool,
+    /// Which context attributes any of them may read. Those none reads are left out of the
+    /// request (building them, e.g. parsing a datetime, is most of a decision's cost); a
+    /// policy that reads one always gets it, so leaving the others out changes nothing.
+    reads: Reads,
 }
 
-/// A slice is valid for one principal (with its groups) and one tool.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct SliceKey {
-    principal: String,
-    groups: Vec<String>,
-    tool: String,
+/// Context attributes a slice's policies may read (conservatively: any mention).
+#[derive(Debug, Clone, Copy, Default)]
+struct Reads {
+    now: bool,
+    client_ip: bool,
+    rate: bool,
+    arguments: bool,
+}
+
+impl Reads {
+    const ALL: Reads = Reads {
+        now: true,
+        client_ip: true,
+        rate: true,
+        arguments: true,
+    };
+
+    fn of(text: &str) -> Self {
+        Self {
+            now: text.contains("now"),
+            client_ip: text.contains("clientIp"),
+            rate: text.contains("rate"),
+            arguments: text.contains("arguments") || text.contains("numbers"),
+        }
+    }
+
+    fn union(self, o: Self) -> Self {
+        Self {
+            now: self.now || o.now,
+            client_ip: self.client_ip || o.client_ip,
+            rate: self.rate || o.rate,
+            arguments: self.arguments || o.arguments,
+        }
+    }
+}
+
+/// The annotations warden acts on, of one policy.
+#[derive(Debug, Clone, Default)]
+struct Notes {
+    approval: bool,
+    reason: Option<String>,
+    audit_arguments: bool,
 }
 
 /// The schema's entity type names, parsed once.
@@ -281,10 +329,8 @@ enum Arguments {
 }
 
 /// The request's entities and context, built once per decision.
-struct Built {
-    principal: EntityUid,
-    resource: EntityUid,
-    entities: Entities,
+struct Built<'a> {
+    entities: std::borrow::Cow<'a, Entities>,
     context: Context,
 }
 
@@ -325,8 +371,20 @@ impl PolicyEngine {
             arguments: type_name("Warden::Arguments")?,
             numbers: type_name("Warden::Numbers")?,
         };
+        let notes = set
+            .policies()
+            .map(|p| {
+                let notes = Notes {
+                    approval: p.annotation("approval") == Some("required"),
+                    reason: p.annotation("reason").map(str::to_owned),
+                    audit_arguments: p.annotation("audit") == Some("arguments"),
+                };
+                (p.id().clone(), notes)
+            })
+            .collect();
         Ok(Self {
             set,
+            notes,
             authorizer: Authorizer::new(),
             action,
             types,
@@ -348,7 +406,9 @@ impl PolicyEngine {
     /// (`@audit("arguments")`).
     pub fn records_arguments(&self, policies: &[String]) -> bool {
         policies.iter().any(|id| {
-            self.set.annotation(&PolicyId::new(id.as_str()), "audit") == Some("arguments")
+            self.notes
+                .get(&PolicyId::new(id.as_str()))
+                .is_some_and(|n| n.audit_arguments)
         })
     }
 
@@ -377,14 +437,21 @@ impl PolicyEngine {
         target: &Target,
         circumstances: &Circumstances,
     ) -> bool {
-        let slice = self.slice(subject, target);
-        let Ok(built) = self.build(subject, target, circumstances, Arguments::Unknown) else {
+        let Ok(slice) = self.slice(subject, target) else {
+            return false;
+        };
+        let arguments = if slice.reads.arguments {
+            Arguments::Unknown
+        } else {
+            Arguments::Unused
+        };
+        let Ok(built) = self.build(&slice, circumstances, arguments) else {
             return false;
         };
         let request = RequestBuilder::default()
-            .principal(built.principal)
+            .principal(slice.principal.clone())
             .action(self.action.clone())
-            .resource(built.resource)
+            .resource(slice.resource.clone())
             .context(built.context)
             .build();
         let response = self
@@ -400,34 +467,30 @@ impl PolicyEngine {
     }
 
     /// The policies whose scope can match this principal and tool, cached.
-    fn slice(&self, s: &Subject, t: &Target) -> Arc<Slice> {
-        let key = SliceKey {
-            principal: s.path(),
-            groups: s.groups.clone(),
-            tool: t.exposed.clone(),
-        };
+    fn slice(&self, s: &Subject, t: &Target) -> Result<Arc<Slice>, String> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        s.hash(&mut hasher);
+        t.hash(&mut hasher);
+        let key = hasher.finish();
         if let Some(slice) = self
             .slices
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
+            .filter(|slice| slice.subject == *s && slice.target == *t)
         {
-            return slice.clone();
+            return Ok(slice.clone());
         }
-        let principal = EntityUid::from_type_name_and_id(
-            self.types.agent.clone(),
-            EntityId::new(&key.principal),
-        );
+        let (principal, resource, entities) = self.base_entities(s, t)?;
         let groups: HashSet<EntityUid> = s
             .groups
             .iter()
             .map(|g| EntityUid::from_type_name_and_id(self.types.group.clone(), EntityId::new(g)))
             .collect();
-        let resource =
-            EntityUid::from_type_name_and_id(self.types.tool.clone(), EntityId::new(&t.exposed));
         let principal_in = |uid: &EntityUid| *uid == principal || groups.contains(uid);
         let mut slice = PolicySet::new();
-        let mut reads_arguments = false;
+        let mut reads = Reads::default();
         for policy in self.set.policies() {
             let principal_matches = match policy.principal_constraint() {
                 PrincipalConstraint::Any => true,
@@ -445,21 +508,30 @@ impl PolicyEngine {
             };
             if principal_matches && resource_matches {
                 // Conservative: any mention of the names counts as reading them.
-                let text = policy.to_string();
-                reads_arguments |= text.contains("arguments") || text.contains("numbers");
+                reads = reads.union(Reads::of(&policy.to_string()));
                 // Ids are unique in the full set, so adding cannot fail; if it did, keep
                 // the full set rather than decide on a partial one.
                 if slice.add(policy.clone()).is_err() {
-                    return Arc::new(Slice {
+                    return Ok(Arc::new(Slice {
+                        subject: s.clone(),
+                        target: t.clone(),
+                        principal,
+                        resource,
+                        entities,
                         set: self.set.clone(),
-                        reads_arguments: true,
-                    });
+                        reads: Reads::ALL,
+                    }));
                 }
             }
         }
         let slice = Arc::new(Slice {
+            subject: s.clone(),
+            target: t.clone(),
+            principal,
+            resource,
+            entities,
             set: slice,
-            reads_arguments,
+            reads,
         });
         let mut slices = self
             .slices
@@ -469,17 +541,15 @@ impl PolicyEngine {
             slices.clear();
         }
         slices.insert(key, slice.clone());
-        slice
+        Ok(slice)
     }
 
-    /// Builds entities and context.
-    fn build(
+    /// The agent's and the tool's entities (cached with the slice).
+    fn base_entities(
         &self,
         s: &Subject,
         t: &Target,
-        c: &Circumstances,
-        arguments: Arguments,
-    ) -> Result<Built, String> {
+    ) -> Result<(EntityUid, EntityUid, Entities), String> {
         // Entities and context are built with Cedar's typed API (no JSON round trip): the
         // policies were validated against the schema when applied, and these values are
         // constructed here to the schema's shape.
@@ -527,15 +597,35 @@ impl PolicyEngine {
             HashSet::new(),
         )
         .map_err(|e| e.to_string())?;
-        let mut entities = vec![agent, tool];
-        let mut context = vec![
-            ("now".to_owned(), RestrictedExpression::new_datetime(&c.now)),
-            (
+        let entities = Entities::from_entities([agent, tool], None).map_err(|e| e.to_string())?;
+        Ok((principal, resource, entities))
+    }
+
+    /// Builds the per-request entities and context over a slice.
+    fn build<'a>(
+        &self,
+        slice: &'a Slice,
+        c: &Circumstances,
+        arguments: Arguments,
+    ) -> Result<Built<'a>, String> {
+        let reads = slice.reads;
+        let uid = |ty: &EntityTypeName, id: &str| {
+            EntityUid::from_type_name_and_id(ty.clone(), EntityId::new(id))
+        };
+        let mut extra = Vec::new();
+        let mut context = Vec::with_capacity(5);
+        if reads.now {
+            context.push(("now".to_owned(), RestrictedExpression::new_datetime(&c.now)));
+        }
+        if reads.client_ip {
+            context.push((
                 "clientIp".to_owned(),
                 RestrictedExpression::new_ip(c.client_ip.to_string()),
-            ),
-            ("rate".to_owned(), RestrictedExpression::new_long(c.rate)),
-        ];
+            ));
+        }
+        if reads.rate {
+            context.push(("rate".to_owned(), RestrictedExpression::new_long(c.rate)));
+        }
         if arguments == Arguments::Known {
             let arguments = uid(&self.types.arguments, "call");
             let numbers = uid(&self.types.numbers, "call");
@@ -549,11 +639,11 @@ impl PolicyEngine {
             let longs = c.arguments.iter().filter_map(|(k, v)| {
                 Some((k.clone(), RestrictedExpression::new_long(v.as_i64()?)))
             });
-            entities.push(
+            extra.push(
                 Entity::new_with_tags(arguments.clone(), [], [], strings)
                     .map_err(|e| e.to_string())?,
             );
-            entities.push(
+            extra.push(
                 Entity::new_with_tags(numbers.clone(), [], [], longs).map_err(|e| e.to_string())?,
             );
             context.push((
@@ -574,28 +664,33 @@ impl PolicyEngine {
                 RestrictedExpression::new_unknown("numbers"),
             ));
         }
-        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let entities = if extra.is_empty() {
+            std::borrow::Cow::Borrowed(&slice.entities)
+        } else {
+            std::borrow::Cow::Owned(
+                slice
+                    .entities
+                    .clone()
+                    .add_entities(extra, None)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         let context = Context::from_pairs(context).map_err(|e| e.to_string())?;
-        Ok(Built {
-            principal,
-            resource,
-            entities,
-            context,
-        })
+        Ok(Built { entities, context })
     }
 
     fn evaluate(&self, s: &Subject, t: &Target, c: &Circumstances) -> Result<Decision, String> {
-        let slice = self.slice(s, t);
-        let arguments = if slice.reads_arguments {
+        let slice = self.slice(s, t)?;
+        let arguments = if slice.reads.arguments {
             Arguments::Known
         } else {
             Arguments::Unused
         };
-        let built = self.build(s, t, c, arguments)?;
+        let built = self.build(&slice, c, arguments)?;
         let request = Request::new(
-            built.principal,
+            slice.principal.clone(),
             self.action.clone(),
-            built.resource,
+            slice.resource.clone(),
             built.context,
             None,
         )
@@ -634,7 +729,7 @@ impl PolicyEngine {
             CedarDecision::Allow => {
                 let needs_approval = deciding
                     .iter()
-                    .any(|id| self.set.annotation(id, "approval") == Some("required"));
+                    .any(|id| self.notes.get(*id).is_some_and(|n| n.approval));
                 if needs_approval {
                     Decision::RequireApproval { policies }
                 } else {
@@ -648,9 +743,10 @@ impl PolicyEngine {
                     deciding
                         .iter()
                         .map(|id| {
-                            self.set
-                                .annotation(id, "reason")
-                                .map_or_else(|| format!("forbidden by {id}"), str::to_owned)
+                            self.notes
+                                .get(*id)
+                                .and_then(|n| n.reason.clone())
+                                .unwrap_or_else(|| format!("forbidden by {id}"))
                         })
                         .collect()
                 };
