@@ -1,5 +1,5 @@
 //! The admin API (`/admin/v1/...`, JSON) and the Prometheus endpoint (`/metrics`): scopes,
-//! agents, tokens, policies, audit queries and usage. The CLI (`warden token|agent|policy|
+//! agents, skills' workspaces, tokens, policies, audit queries and usage. The CLI (`warden token|agent|policy|
 //! audit ...`) talks to a running gateway through it, since the running process holds the
 //! store's lock.
 //!
@@ -87,6 +87,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route(
             "/admin/v1/agents/{*path}",
             axum::routing::delete(delete_agent),
+        )
+        .route("/admin/v1/skills", get(list_skills))
+        .route(
+            "/admin/v1/skills/{name}/workspaces",
+            axum::routing::put(set_skill_workspaces),
         )
         .route("/admin/v1/tokens", get(list_tokens).post(issue_token))
         .route("/admin/v1/tokens/{id}/rotate", post(rotate_token))
@@ -255,6 +260,47 @@ async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     }
     g.streams.close(&ids);
     Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
+}
+
+#[utoipa::path(get, path = "/admin/v1/skills", tag = "skills",
+    responses((status = 200, description = "Installed skills, their tools and the workspaces they are installed in", body = Object)))]
+async fn list_skills(State(g): Shared) -> ApiResult {
+    let skills: Vec<Value> = g
+        .store
+        .skills()?
+        .into_iter()
+        .map(|(name, r)| {
+            let tools: Vec<String> = g
+                .catalog
+                .list()
+                .into_iter()
+                .filter(|e| e.skill.name() == name)
+                .map(|e| e.exposed)
+                .collect();
+            json!({"name": name, "namespace": r.namespace, "digest": r.digest,
+                   "workspaces": r.workspaces, "tools": tools})
+        })
+        .collect();
+    Ok(Json(json!({ "skills": skills })).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+struct WorkspacesBody {
+    /// `tenant/workspace` paths, or `["*"]` for every workspace.
+    workspaces: Vec<String>,
+}
+
+#[utoipa::path(put, path = "/admin/v1/skills/{name}/workspaces", tag = "skills", request_body = WorkspacesBody,
+    params(("name" = String, Path, description = "Skill name")),
+    responses((status = 200, description = "Installed in exactly these workspaces", body = Object),
+              (status = 404, description = "No such skill or workspace", body = Object)))]
+async fn set_skill_workspaces(
+    State(g): Shared,
+    Path(name): Path<String>,
+    Json(body): Json<WorkspacesBody>,
+) -> ApiResult {
+    g.set_skill_workspaces(&name, body.workspaces.clone())?;
+    Ok(Json(json!({"name": name, "workspaces": body.workspaces})).into_response())
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -633,7 +679,8 @@ async fn openapi() -> Response {
         description = "Tenants, workspaces, environments, agents, tokens, policies, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may only read."
     ),
     paths(
-        list_scopes, create_scope, list_agents, put_agent, delete_agent, list_tokens,
+        list_scopes, create_scope, list_agents, put_agent, delete_agent, list_skills,
+        set_skill_workspaces, list_tokens,
         issue_token, rotate_token, revoke_token, policy_history, current_policy, apply_policy,
         test_policy, query_audit, verify_audit, usage, metrics, openapi
     ),

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 
 /// Where the gateway is and how to authenticate to it.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Target {
     /// Data directory of the gateway (to find `endpoint` and `admin.token`).
     #[arg(long, env = "WARDEN_DATA_DIR", global = true)]
@@ -53,6 +53,47 @@ pub enum ScopeCommand {
     },
     /// List tenants, workspaces and environments.
     List,
+}
+
+/// `warden skill installed` / `warden skill workspaces NAME ...` (on the running gateway).
+pub async fn skill_workspaces(
+    t: Target,
+    name: Option<String>,
+    workspaces: Vec<String>,
+    all: bool,
+) -> Result<()> {
+    let c = Client::new(&t)?;
+    if let Some(name) = name.filter(|_| all || !workspaces.is_empty()) {
+        let workspaces = if all {
+            vec!["*".to_owned()]
+        } else {
+            workspaces
+        };
+        let v = c
+            .call(
+                "PUT",
+                &format!("/admin/v1/skills/{name}/workspaces"),
+                Some(json!({ "workspaces": workspaces })),
+            )
+            .await?;
+        print(t.json, &v, |v| {
+            println!("skill {name} installed in {}", v["workspaces"]);
+        });
+        return Ok(());
+    }
+    let v = c.call("GET", "/admin/v1/skills", None).await?;
+    print(t.json, &v, |v| {
+        for s in v["skills"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<10} workspaces={} tools={}",
+                s["name"].as_str().unwrap_or(""),
+                s["namespace"].as_str().unwrap_or(""),
+                s["workspaces"],
+                s["tools"].as_array().map_or(0, Vec::len)
+            );
+        }
+    });
+    Ok(())
 }
 
 /// `warden agent ...`

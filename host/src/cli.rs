@@ -162,6 +162,24 @@ enum SkillCommand {
         #[arg(long)]
         allow_private: bool,
     },
+    /// List the running gateway's installed skills and where they are installed.
+    Installed {
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
+    /// Show or set the workspaces a skill is installed in (on the running gateway).
+    Workspaces {
+        /// The skill name.
+        name: String,
+        /// Install it in this workspace (`tenant/workspace`, repeatable); replaces the list.
+        #[arg(long = "workspace")]
+        workspaces: Vec<String>,
+        /// Install it in every workspace.
+        #[arg(long, conflicts_with = "workspaces")]
+        all: bool,
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
 }
 
 /// Parses the command line and runs it.
@@ -214,6 +232,15 @@ pub fn main() -> Result<()> {
 
 async fn skill(cmd: SkillCommand) -> Result<()> {
     match cmd {
+        SkillCommand::Installed { target } => {
+            adminctl::skill_workspaces(target, None, Vec::new(), false).await
+        }
+        SkillCommand::Workspaces {
+            name,
+            workspaces,
+            all,
+            target,
+        } => adminctl::skill_workspaces(target, Some(name), workspaces, all).await,
         SkillCommand::New { name, dir, sdk } => {
             let sdk = sdk.map(SdkSource::Path).unwrap_or_else(SdkSource::detect);
             let dir = scaffold::new_skill(&dir, &name, &sdk)?;

@@ -104,6 +104,13 @@ pub struct SkillRecord {
     pub digest: String,
     /// Path of the component file in the data directory.
     pub component: PathBuf,
+    /// Workspaces (`tenant/workspace`) it is installed in; `*` means every workspace.
+    #[serde(default = "every_workspace")]
+    pub workspaces: Vec<String>,
+}
+
+fn every_workspace() -> Vec<String> {
+    vec!["*".to_owned()]
 }
 
 /// A tenant, workspace or environment.
@@ -342,6 +349,11 @@ impl Store {
         self.put(SKILLS, name, record)
     }
 
+    /// One installed skill.
+    pub fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
+        self.get(SKILLS, name)
+    }
+
     /// All installed skills, by name.
     pub fn skills(&self) -> Result<Vec<(String, SkillRecord)>, StoreError> {
         self.all(SKILLS)
@@ -562,6 +574,7 @@ mod tests {
                         namespace: "warden".into(),
                         digest: "d".into(),
                         component: "skills/text.wasm".into(),
+                        workspaces: vec!["*".into()],
                     },
                 )
                 .unwrap();

@@ -136,12 +136,17 @@ async fn install_first_party(
             .await
             .with_context(|| format!("loading first-party skill `{name}`"))?;
         catalog.install(FIRST_PARTY_NAMESPACE, skill.clone())?;
+        // Keep the operator's choice of workspaces across restarts and rebuilds.
+        let workspaces = store
+            .skill(name)?
+            .map_or_else(|| vec!["*".to_owned()], |r| r.workspaces);
         store.put_skill(
             name,
             &SkillRecord {
                 namespace: FIRST_PARTY_NAMESPACE.into(),
                 digest: skill.digest().to_owned(),
                 component,
+                workspaces,
             },
         )?;
     }

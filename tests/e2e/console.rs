@@ -972,3 +972,70 @@ fn kill_9_under_load_loses_no_acknowledged_call() {
         acked.len()
     );
 }
+
+#[test]
+fn skills_are_installed_per_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    for scope in ["acme", "acme/core", "acme/core/prod"] {
+        ok(warden(d, &["scope", "create", scope]));
+    }
+    ok(warden(d, &["agent", "put", "acme/core/prod/bot"]));
+    let everyone = d.join("everyone.cedar");
+    std::fs::write(&everyone, "permit (principal, action, resource);").unwrap();
+    ok(warden(d, &["policy", "apply", everyone.to_str().unwrap()]));
+    let (bot, _) = issue(d, "acme/core/prod/bot", &[]);
+    let local = up.token.clone().unwrap();
+    let has_text = |names: &[String]| names.iter().any(|n| n.starts_with("warden_text__"));
+    assert!(has_text(&list(&up.addr, &local)) && has_text(&list(&up.addr, &bot)));
+
+    // Install the text skill in acme/core only: for the local agent (default/default) it
+    // no longer exists; the bot still has it.
+    ok(warden(
+        d,
+        &["skill", "workspaces", "text", "--workspace", "acme/core"],
+    ));
+    assert!(!has_text(&list(&up.addr, &local)));
+    assert!(has_text(&list(&up.addr, &bot)));
+    let (_, _, body) = call(
+        &up.addr,
+        Some(&local),
+        "warden_text__stats",
+        json!({"text": "x"}),
+    );
+    assert_eq!(result_of(&body)["error"]["code"], -32602, "{body}");
+    let (_, _, body) = call(
+        &up.addr,
+        Some(&bot),
+        "warden_text__stats",
+        json!({"text": "x"}),
+    );
+    assert_eq!(result_of(&body)["result"]["isError"], false, "{body}");
+    // A workspace that does not exist is refused.
+    assert!(
+        !warden(
+            d,
+            &["skill", "workspaces", "text", "--workspace", "acme/nope"]
+        )
+        .status
+        .success()
+    );
+
+    // The choice survives a restart.
+    assert!(up.stop().success());
+    let up = Up::start(d);
+    let installed: Value =
+        serde_json::from_str(ok(warden(d, &["skill", "installed", "--json"])).trim()).unwrap();
+    let text = installed["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "text")
+        .unwrap();
+    assert_eq!(text["workspaces"], json!(["acme/core"]));
+    assert!(!has_text(&list(&up.addr, &local)));
+    ok(warden(d, &["skill", "workspaces", "text", "--all"]));
+    assert!(has_text(&list(&up.addr, &local)));
+    assert!(up.stop().success());
+}

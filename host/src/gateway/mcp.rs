@@ -236,6 +236,10 @@ impl ServerHandler for McpHandler {
             .catalog
             .list()
             .iter()
+            .filter(|e| {
+                self.gateway
+                    .installed_for(e.skill.name(), &principal.subject)
+            })
             .filter(|e| policy.engine.may_call(&principal.subject, &target(e), &c))
             .map(mcp_tool)
             .collect();
@@ -271,7 +275,11 @@ impl ServerHandler for McpHandler {
         let arguments = Value::Object(c.arguments.clone());
         record.args_digest = Some(audit::digest(&arguments));
 
-        let entry = self.gateway.catalog.get(&request.name);
+        // A skill not installed in the caller's workspace does not exist for it.
+        let entry = self.gateway.catalog.get(&request.name).filter(|e| {
+            self.gateway
+                .installed_for(e.skill.name(), &principal.subject)
+        });
         let policy = self.gateway.policy();
         let decision = entry
             .as_ref()

@@ -246,6 +246,8 @@ pub struct Gateway {
     pub audience: String,
     /// Open streams, by token id, so revocation can close them.
     pub streams: StreamRegistry,
+    /// Where each skill is installed: skill name -> workspaces (`*`: every workspace).
+    installs: RwLock<std::collections::HashMap<String, Vec<String>>>,
     policy: RwLock<Arc<ActivePolicy>>,
     in_flight: std::sync::atomic::AtomicUsize,
 }
@@ -349,6 +351,11 @@ impl Gateway {
                 }
             }
         };
+        let installs = store
+            .skills()?
+            .into_iter()
+            .map(|(name, r)| (name, r.workspaces))
+            .collect();
         let key = ChainKey::load_or_create(&data_dir.join("audit.key"))?;
         let mut audit = AuditLog::start(store.clone(), key)?;
         if !options.audit {
@@ -362,6 +369,7 @@ impl Gateway {
             limiter: RateLimiter::new(options.rate_limit),
             audience: options.audience,
             streams: StreamRegistry::default(),
+            installs: RwLock::new(installs),
             policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
@@ -389,6 +397,57 @@ impl Gateway {
         });
         self.catalog.announce();
         Ok(version)
+    }
+
+    /// Whether `skill` is installed in the workspace of `subject`. A skill the store does not
+    /// know (installed programmatically, e.g. in tests) is installed everywhere.
+    pub fn installed_for(&self, skill: &str, subject: &crate::policy::Subject) -> bool {
+        let installs = self
+            .installs
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        installs.get(skill).is_none_or(|ws| {
+            ws.iter().any(|w| {
+                w == "*"
+                    || w.split_once('/')
+                        .is_some_and(|(t, ws)| t == subject.tenant && ws == subject.workspace)
+            })
+        })
+    }
+
+    /// Sets the workspaces a stored skill is installed in (`*` for every workspace); each
+    /// must exist. Connected clients are told the tool list changed.
+    pub fn set_skill_workspaces(
+        &self,
+        skill: &str,
+        workspaces: Vec<String>,
+    ) -> Result<(), identity::IdentityError> {
+        let mut record = self.store.skill(skill)?.ok_or_else(|| {
+            identity::IdentityError::NotFound(format!("skill `{skill}` is not installed"))
+        })?;
+        if workspaces.is_empty() {
+            return Err(identity::IdentityError::Invalid(
+                "name at least one workspace (tenant/workspace), or `*` for all".into(),
+            ));
+        }
+        for w in &workspaces {
+            if w != "*" {
+                identity::parse_path(w, 2)?;
+                if self.store.scope(w)?.is_none() {
+                    return Err(identity::IdentityError::NotFound(format!(
+                        "workspace `{w}` does not exist"
+                    )));
+                }
+            }
+        }
+        record.workspaces = workspaces.clone();
+        self.store.put_skill(skill, &record)?;
+        self.installs
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(skill.to_owned(), workspaces);
+        self.catalog.announce();
+        Ok(())
     }
 
     /// Marks a tool call in flight (shutdown waits for these).
