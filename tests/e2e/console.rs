@@ -180,7 +180,8 @@ fn setup_acme(dir: &Path) {
 fn every_token_failure_is_a_401_with_an_audit_record_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let up = Up::start(d);
+    // Debug logging: tokens must not appear in the most verbose logs either.
+    let up = Up::start_env(d, &[], &[("WARDEN_LOG", "debug")]);
     let addr = up.addr.clone();
     setup_acme(d);
     let adm = admin_token(d);
@@ -333,8 +334,14 @@ fn every_token_failure_is_a_401_with_an_audit_record_and_nothing_runs() {
     );
     // Secrets never reach the trail.
     let everything = serde_json::to_string(&records(&addr, &adm, "")).unwrap();
+    let logs = up.logs.lock().unwrap().clone();
+    assert!(
+        logs.contains("DEBUG") || logs.contains("debug"),
+        "debug logging is on: {logs}"
+    );
     for secret in [&good, &short, &old, &new, &doomed, &agent_token, &adm] {
         assert!(!everything.contains(secret.as_str()));
+        assert!(!logs.contains(secret.as_str()), "a token reached the logs");
     }
 
     // After a restart the gateway listens on another port, so its audience changed: the
@@ -401,6 +408,17 @@ fn revoking_a_token_closes_its_open_streams() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    // The session belongs to the local agent: another agent's valid token with its id is
+    // answered as if the session did not exist.
+    ok(warden(d, &["agent", "put", "default/default/dev/other"]));
+    let (other, _) = issue(d, "default/default/dev/other", &[]);
+    let list_body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    let session_headers =
+        format!("Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n");
+    let (status, _, _) = post(&addr, Some(&other), &session_headers, list_body);
+    assert_eq!(status, 404);
+    let (status, _, _) = post(&addr, Some(&token), &session_headers, list_body);
+    assert_eq!(status, 200);
     // Find the token's id and revoke it.
     let listed: Value = serde_json::from_str(
         ok(warden(

@@ -14,6 +14,8 @@ pub(crate) struct Up {
     pub(crate) url: String,
     pub(crate) token: Option<String>,
     pub(crate) addr: String,
+    /// Everything the process wrote to stderr (its logs), also echoed to the test's stderr.
+    pub(crate) logs: Arc<std::sync::Mutex<String>>,
 }
 
 impl Up {
@@ -46,9 +48,19 @@ impl Up {
             .env("WARDEN_WASM_TARGET_DIR", wasm_target_dir())
             .envs(envs.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let logs = Arc::new(std::sync::Mutex::new(String::new()));
+        let (sink, stderr) = (logs.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut logs = sink.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let (mut url, mut token) = (None, None);
@@ -82,6 +94,7 @@ impl Up {
             url,
             token,
             addr,
+            logs,
         }
     }
 

@@ -246,10 +246,63 @@ pub struct Gateway {
     pub audience: String,
     /// Open streams, by token id, so revocation can close them.
     pub streams: StreamRegistry,
+    /// The agent behind each MCP session.
+    pub sessions: SessionBindings,
     /// Where each skill is installed: skill name -> workspaces (`*`: every workspace).
     installs: RwLock<std::collections::HashMap<String, Vec<String>>>,
     policy: RwLock<Arc<ActivePolicy>>,
     in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// Which agent opened each MCP session (2025-11-25 sessions), so a session id is only
+/// honoured with its own agent's tokens. Bounded: the oldest bindings go first.
+#[derive(Debug, Default)]
+pub struct SessionBindings {
+    inner: std::sync::Mutex<(
+        std::collections::HashMap<String, String>,
+        std::collections::VecDeque<String>,
+    )>,
+}
+
+/// Most session bindings kept.
+const MAX_SESSIONS: usize = 100_000;
+
+impl SessionBindings {
+    /// Records that `agent` opened `session`.
+    pub fn bind(&self, session: &str, agent: &str) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (map, order) = &mut *guard;
+        if map.insert(session.to_owned(), agent.to_owned()).is_none() {
+            order.push_back(session.to_owned());
+        }
+        while order.len() > MAX_SESSIONS {
+            if let Some(old) = order.pop_front() {
+                map.remove(&old);
+            }
+        }
+    }
+
+    /// Whether `agent` may use `session` (a session warden did not see opened is left to
+    /// the MCP layer, which refuses unknown ids).
+    pub fn allows(&self, session: &str, agent: &str) -> bool {
+        let guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.0.get(session).is_none_or(|owner| owner == agent)
+    }
+
+    /// Drops a closed session.
+    pub fn forget(&self, session: &str) {
+        let mut guard = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.0.remove(session);
+    }
 }
 
 /// Cancellation handles of the streams open under each token.
@@ -369,6 +422,7 @@ impl Gateway {
             limiter: RateLimiter::new(options.rate_limit),
             audience: options.audience,
             streams: StreamRegistry::default(),
+            sessions: SessionBindings::default(),
             installs: RwLock::new(installs),
             policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),

@@ -6,8 +6,9 @@
 //!
 //! Invariants: every `/mcp` request passes the bearer-token layer before rmcp sees it (401
 //! with `WWW-Authenticate: Bearer resource_metadata=...` otherwise, and an audit record of
-//! why), then the per-agent rate limit (429 with `Retry-After`); a stream stays open only
-//! while its token is valid (revocation ends it); any `Origin` header not on
+//! why), then the per-agent rate limit (429 with `Retry-After`); a session id is honoured
+//! only with tokens of the agent that opened the session (404 otherwise); a stream stays
+//! open only while its token is valid (revocation ends it); any `Origin` header not on
 //! the allow-list is refused (403); the `Host` header must be a loopback name unless
 //! configured; bodies over the limit get 413; sockets use TCP_NODELAY; shutdown stops
 //! accepting, cancels open streams and waits for in-flight calls up to a drain window.
@@ -33,6 +34,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+
+/// The MCP session header.
+const SESSION_HEADER: &str = "mcp-session-id";
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -148,9 +152,40 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
             return resp;
         }
     }
+    // A session belongs to the agent that opened it: another agent's token with its id is
+    // answered as if the session did not exist.
+    let agent = principal.subject.path();
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(id) = &session
+        && !gateway.sessions.allows(id, &agent)
+    {
+        record.outcome = "denied".into();
+        record.error_class = Some("session_principal".into());
+        record.latency_us = elapsed_us(started);
+        if gateway.audit.record(record).await.is_err() {
+            return audit_unavailable();
+        }
+        return (StatusCode::NOT_FOUND, "session not found").into_response();
+    }
+    let closing = req.method() == axum::http::Method::DELETE;
     let token_id = principal.token_id.clone();
     req.extensions_mut().insert(principal);
     let response = next.run(req).await;
+    if let Some(new) = response
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        && session.as_deref() != Some(new)
+    {
+        gateway.sessions.bind(new, &agent);
+    }
+    if closing && let Some(id) = &session {
+        gateway.sessions.forget(id);
+    }
     // Streams stay open only while their token does: revocation ends them.
     let is_stream = response
         .headers()
