@@ -113,46 +113,45 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let mut record = AuditRecord::begin(
         format!("admin {} {}", req.method(), req.uri().path()),
         crate::transport::http::client_ip(req.extensions()),
     );
-    let response =
-        match auth::authenticate_admin(&gateway.store, authorization.as_deref(), req.uri().query())
-        {
-            Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
-            Err(e) => {
-                record.error_class = Some(e.class().to_owned());
-                let mut r = ApiError(StatusCode::UNAUTHORIZED, "admin token required".into())
-                    .into_response();
-                r.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    axum::http::HeaderValue::from_static("Bearer"),
-                );
-                r
+    let response = match auth::authenticate_admin(
+        &gateway.store,
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+        req.uri().query(),
+    ) {
+        Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+        Err(e) => {
+            record.error_class = Some(e.class().to_owned());
+            let mut r =
+                ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()).into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+        Ok(admin) => {
+            record.principal = Some(format!("admin:{}", admin.name));
+            record.token_id = Some(admin.token_id.clone());
+            let reads =
+                req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
+            if !reads && admin.role != ROLE_OPERATOR {
+                ApiError(
+                    StatusCode::FORBIDDEN,
+                    format!("the `{}` role may only read", admin.role),
+                )
+                .into_response()
+            } else {
+                req.extensions_mut().insert(admin);
+                next.run(req).await
             }
-            Ok(admin) => {
-                record.principal = Some(format!("admin:{}", admin.name));
-                record.token_id = Some(admin.token_id.clone());
-                let reads =
-                    req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
-                if !reads && admin.role != ROLE_OPERATOR {
-                    ApiError(
-                        StatusCode::FORBIDDEN,
-                        format!("the `{}` role may only read", admin.role),
-                    )
-                    .into_response()
-                } else {
-                    req.extensions_mut().insert(admin);
-                    next.run(req).await
-                }
-            }
-        };
+        }
+    };
     let status = response.status();
     record.outcome = match status.as_u16() {
         200..=299 => "ok",
@@ -244,20 +243,13 @@ async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
               (status = 404, description = "No such agent", body = Object)))]
 async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     identity::parse_path(&path, 4)?;
-    // Close the streams of the tokens this revokes.
-    let ids: Vec<String> = g
-        .store
-        .tokens()?
-        .into_iter()
-        .filter(|(_, r)| r.kind != TokenKind::Admin && r.principal == path)
-        .map(|(_, r)| r.id)
-        .collect();
-    if !g.store.delete_agent(&path, identity::now_secs())? {
+    let Some(ids) = g.store.delete_agent(&path, identity::now_secs())? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("agent `{path}` does not exist"),
         ));
-    }
+    };
+    // Close the streams of the tokens this revoked.
     g.streams.close(&ids);
     Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
 }
@@ -265,18 +257,19 @@ async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
 #[utoipa::path(get, path = "/admin/v1/skills", tag = "skills",
     responses((status = 200, description = "Installed skills, their tools and the workspaces they are installed in", body = Object)))]
 async fn list_skills(State(g): Shared) -> ApiResult {
+    let mut tools_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for e in g.catalog.list() {
+        tools_of
+            .entry(e.skill.name().to_owned())
+            .or_default()
+            .push(e.exposed);
+    }
     let skills: Vec<Value> = g
         .store
         .skills()?
         .into_iter()
         .map(|(name, r)| {
-            let tools: Vec<String> = g
-                .catalog
-                .list()
-                .into_iter()
-                .filter(|e| e.skill.name() == name)
-                .map(|e| e.exposed)
-                .collect();
+            let tools = tools_of.remove(&name).unwrap_or_default();
             json!({"name": name, "namespace": r.namespace, "digest": r.digest,
                    "workspaces": r.workspaces, "tools": tools})
         })

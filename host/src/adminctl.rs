@@ -309,29 +309,15 @@ impl Client {
     }
 }
 
+/// `?k=v&...` of the pairs that have a value (form-encoded), or "".
 fn query_string(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
+    let present: Vec<(&str, &str)> = pairs
         .iter()
-        .filter_map(|(k, v)| {
-            v.as_ref().map(|v| {
-                let enc: String = v
-                    .bytes()
-                    .map(|b| {
-                        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
-                            (b as char).to_string()
-                        } else {
-                            format!("%{b:02X}")
-                        }
-                    })
-                    .collect();
-                format!("{k}={enc}")
-            })
-        })
+        .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
         .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
+    match serde_urlencoded::to_string(&present) {
+        Ok(q) if !q.is_empty() => format!("?{q}"),
+        _ => String::new(),
     }
 }
 

@@ -146,20 +146,12 @@ impl ChainKey {
     /// Loads `path`, creating it (0600, 32 random bytes) if missing.
     pub fn load_or_create(path: &Path) -> Result<Self, AuditError> {
         let err = |e: &dyn std::fmt::Display| AuditError::Key(format!("{}: {e}", path.display()));
+        // Created once; a key of the wrong length is an error, never replaced (a new key
+        // would make every existing record unverifiable).
         if !path.exists() {
             let mut key = [0u8; 32];
             getrandom::fill(&mut key).map_err(|e| err(&e))?;
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            use std::io::Write;
-            let mut f = options.open(path).map_err(|e| err(&e))?;
-            f.write_all(&key).map_err(|e| err(&e))?;
-            f.sync_all().map_err(|e| err(&e))?;
+            crate::runtime::cache::write_private_atomic(path, &key).map_err(|e| err(&e))?;
         }
         let bytes = std::fs::read(path).map_err(|e| err(&e))?;
         let key: [u8; 32] = bytes.try_into().map_err(|_| err(&"is not 32 bytes long"))?;

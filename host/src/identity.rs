@@ -39,7 +39,7 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether `s` is a valid path segment.
+/// Whether `s` is a valid path segment (the same rule names namespaces and skills).
 pub fn valid_segment(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 32

@@ -402,27 +402,29 @@ impl Store {
         self.all(AGENTS)
     }
 
-    /// Deletes an agent and revokes its tokens (one transaction). Returns whether it existed.
-    pub fn delete_agent(&self, path: &str, now: u64) -> Result<bool, StoreError> {
-        let tokens = self.tokens()?;
+    /// Deletes an agent and revokes its tokens (one transaction). Returns the ids of the
+    /// agent's tokens (whose streams the caller closes), or `None` if it did not exist.
+    pub fn delete_agent(&self, path: &str, now: u64) -> Result<Option<Vec<String>>, StoreError> {
+        let mut ids = Vec::new();
         let mut revoked = Vec::new();
-        for (hash, mut record) in tokens {
-            if record.kind != TokenKind::Admin
-                && record.principal == path
-                && record.revoked_at.is_none()
-            {
-                record.revoked_at = Some(now);
-                revoked.push((hash, encode(&record)?));
+        for (hash, mut record) in self.tokens()? {
+            if record.kind != TokenKind::Admin && record.principal == path {
+                ids.push(record.id.clone());
+                if record.revoked_at.is_none() {
+                    record.revoked_at = Some(now);
+                    revoked.push((hash, encode(&record)?));
+                }
             }
         }
-        self.write(|txn| {
+        let existed = self.write(|txn| {
             let existed = txn.open_table(AGENTS)?.remove(path)?.is_some();
             let mut table = txn.open_table(TOKENS)?;
             for (hash, bytes) in &revoked {
                 table.insert(hash.as_str(), bytes.as_slice())?;
             }
             Ok(existed)
-        })
+        })?;
+        Ok(existed.then_some(ids))
     }
 
     /// Appends a policy version; `make` receives the next version number.

@@ -10,7 +10,7 @@
 use crate::auth::{self, IssueRequest};
 use crate::gateway::{Catalog, Gateway, GatewayOptions};
 use crate::identity::LOCAL_AGENT;
-use crate::runtime::cache::create_private_dir;
+use crate::runtime::cache::{create_private_dir, write_private_atomic};
 use crate::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use crate::storage::TokenKind;
 use crate::storage::{SkillRecord, Store};
@@ -56,27 +56,6 @@ pub struct UpOptions {
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// File in the data directory holding the running gateway's base URL.
 pub const ENDPOINT_FILE: &str = "endpoint";
-
-/// Writes `contents` to `path` with mode 0600 (replacing it).
-pub fn write_private(path: &Path, contents: &str) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
 
 /// The default data directory: `$XDG_DATA_HOME/warden` or `~/.local/share/warden`.
 pub fn default_data_dir() -> PathBuf {
@@ -218,9 +197,9 @@ pub async fn up(opts: UpOptions) -> Result<()> {
                 parent: None,
             },
         )?;
-        write_private(&admin_file, &admin.token)?;
+        write_private_atomic(&admin_file, admin.token.as_bytes())?;
     }
-    write_private(&opts.data_dir.join(ENDPOINT_FILE), &base_url)?;
+    write_private_atomic(&opts.data_dir.join(ENDPOINT_FILE), base_url.as_bytes())?;
 
     let shutdown = CancellationToken::new();
     let streams = CancellationToken::new();

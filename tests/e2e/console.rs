@@ -4,11 +4,11 @@
 //! (records for every outcome, chain verification, tamper detection, a failing sink, and
 //! `kill -9` under load).
 
-use crate::gateway::{InProcess, Up, post, raw, text_of, ts_client};
+use crate::gateway::{InProcess, Up, open_session, open_stream, post, raw, text_of, ts_client};
 use crate::support::warden_bin;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -383,23 +383,9 @@ fn revoking_a_token_closes_its_open_streams() {
     let up = Up::start(d);
     let addr = up.addr.clone();
     let token = up.token.clone().unwrap();
-    let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
-    let (status, headers, _) = post(&addr, Some(&token), "", init);
-    assert_eq!(status, 200);
-    let session = headers
-        .iter()
-        .find(|(k, _)| k == "mcp-session-id")
-        .unwrap()
-        .1
-        .clone();
-    let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+    let session = open_session(&addr, &token);
+    let mut tcp = open_stream(&addr, &token, &session);
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        tcp,
-        "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\
-         Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
-    )
-    .unwrap();
     let mut seen = String::new();
     let mut buf = [0u8; 4096];
     while !seen.contains("\r\n\r\n") {

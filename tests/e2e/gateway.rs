@@ -324,6 +324,39 @@ pub(crate) fn post(
     )
 }
 
+/// A 2025-11-25 session: `initialize`, then `notifications/initialized`. Returns its id.
+pub(crate) fn open_session(addr: &str, token: &str) -> String {
+    let (status, headers, _) = post(addr, Some(token), "", INIT);
+    assert_eq!(status, 200);
+    let session = headers
+        .iter()
+        .find(|(k, _)| k == "mcp-session-id")
+        .unwrap()
+        .1
+        .clone();
+    let (status, _, _) = post(
+        addr,
+        Some(token),
+        &format!("Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"),
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+    );
+    assert_eq!(status, 202);
+    session
+}
+
+/// Opens the session's standalone GET (SSE) stream; the caller reads the response.
+pub(crate) fn open_stream(addr: &str, token: &str, session: &str) -> std::net::TcpStream {
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        tcp,
+        "GET /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nAccept: text/event-stream\r\n\
+         Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
+    )
+    .unwrap();
+    tcp
+}
+
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}"#;
 
 #[test]
@@ -589,36 +622,12 @@ async fn connected_clients_hear_about_tool_list_changes() {
 
     // A 2025-11-25 session: initialize, initialized, then the standalone GET stream.
     let (a, t) = (addr.clone(), token.clone());
-    let session = tokio::task::spawn_blocking(move || {
-        let (status, headers, _) = post(&a, Some(&t), "", INIT);
-        assert_eq!(status, 200);
-        let session = headers
-            .iter()
-            .find(|(k, _)| k == "mcp-session-id")
-            .unwrap()
-            .1
-            .clone();
-        let (status, _, _) = post(
-            &a,
-            Some(&t),
-            &format!("Mcp-Session-Id: {session}\r\nMCP-Protocol-Version: 2025-11-25\r\n"),
-            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        );
-        assert_eq!(status, 202);
-        session
-    })
-    .await
-    .unwrap();
+    let session = tokio::task::spawn_blocking(move || open_session(&a, &t))
+        .await
+        .unwrap();
     let (a, t, s) = (addr.clone(), token.clone(), session.clone());
     let stream = tokio::task::spawn_blocking(move || {
-        let mut tcp = std::net::TcpStream::connect(&a).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        write!(
-            tcp,
-            "GET /mcp HTTP/1.1\r\nHost: {a}\r\nAuthorization: Bearer {t}\r\nAccept: text/event-stream\r\n\
-             Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-11-25\r\n\r\n"
-        )
-        .unwrap();
+        let mut tcp = open_stream(&a, &t, &s);
         let mut seen = String::new();
         let mut buf = [0u8; 4096];
         while !seen.contains("notifications/tools/list_changed") {

@@ -31,6 +31,7 @@ use serde_json::Map;
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::broadcast::error::RecvError;
 
 /// One handler per MCP session or stateless request; all share the gateway.
@@ -43,6 +44,18 @@ impl McpHandler {
     /// A handler over `gateway`.
     pub fn new(gateway: Arc<Gateway>) -> Self {
         Self { gateway }
+    }
+
+    /// Stamps the latency and waits until `record` is durable; if it cannot be, the request
+    /// is refused (and a result it would have carried is withheld).
+    async fn commit(&self, mut record: AuditRecord, started: Instant) -> Result<(), ErrorData> {
+        record.latency_us = elapsed_us(started);
+        let request = record.request.clone();
+        self.gateway.audit.record(record).await.map_err(|e| {
+            tracing::error!(%request, error = %e, "audit record failed; request refused");
+            audit_refusal()
+        })?;
+        Ok(())
     }
 }
 
@@ -246,12 +259,7 @@ impl ServerHandler for McpHandler {
         let mut record = base_record("tools/list", &principal, &c);
         record.outcome = "ok".into();
         record.policies = vec![format!("policy-set-v{}", policy.version)];
-        record.latency_us = elapsed_us(started);
-        self.gateway
-            .audit
-            .record(record)
-            .await
-            .map_err(|_| audit_refusal())?;
+        self.commit(record, started).await?;
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -312,12 +320,7 @@ impl ServerHandler for McpHandler {
             (Some(_), Some(Decision::Allow { .. })) => None,
         };
         if let Some(response) = refusal {
-            record.latency_us = elapsed_us(started);
-            self.gateway
-                .audit
-                .record(record)
-                .await
-                .map_err(|_| audit_refusal())?;
+            self.commit(record, started).await?;
             return response;
         }
         let Some(entry) = entry else {
@@ -360,12 +363,8 @@ impl ServerHandler for McpHandler {
                 tool_error(e.to_string())
             }
         };
-        record.latency_us = elapsed_us(started);
         // Acknowledge only once the record is durable; otherwise withhold the result.
-        if let Err(e) = self.gateway.audit.record(record).await {
-            tracing::error!(tool = %request.name, error = %e, "audit record failed; result withheld");
-            return Err(audit_refusal());
-        }
+        self.commit(record, started).await?;
         Ok(result.into())
     }
 }

@@ -18,7 +18,7 @@
 pub mod mcp;
 
 use crate::audit::{AuditLog, ChainKey};
-use crate::identity;
+use crate::identity::{self, valid_segment};
 use crate::policy::{PolicyEngine, PolicyError, PolicyVersion, STARTER_POLICY, Target};
 use crate::ratelimit::RateLimiter;
 use crate::runtime::{Skill, ToolInfo};
@@ -64,13 +64,6 @@ pub enum CatalogError {
         /// The skill that owns it.
         owner: String,
     },
-}
-
-fn valid_segment(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 32
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// The exposed name of a tool.
@@ -305,24 +298,40 @@ impl SessionBindings {
     }
 }
 
-/// Cancellation handles of the streams open under each token.
+/// Cancellation handles of the streams open under each token, with a liveness count so
+/// entries of tokens whose streams have all ended can be dropped.
 #[derive(Debug, Default)]
 pub struct StreamRegistry {
-    tokens: std::sync::Mutex<std::collections::HashMap<String, CancellationToken>>,
+    tokens: std::sync::Mutex<std::collections::HashMap<String, (CancellationToken, Arc<()>)>>,
 }
 
+/// What one open stream holds: `closed` fires when its token is revoked; while the stream
+/// lives, its token's entry is kept.
+#[derive(Debug)]
+pub struct StreamWatch {
+    /// Cancelled on revocation.
+    pub closed: CancellationToken,
+    _live: Arc<()>,
+}
+
+/// Entries kept before those without a live stream are swept.
+const SWEEP_STREAMS_AT: usize = 10_000;
+
 impl StreamRegistry {
-    /// The handle streams of `token_id` watch (created on first use).
-    pub fn watch(&self, token_id: &str) -> CancellationToken {
+    /// The handle a new stream of `token_id` watches (created on first use).
+    pub fn watch(&self, token_id: &str) -> StreamWatch {
         let mut tokens = self
             .tokens
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Drop handles nobody watches any more (cancelled ones were revoked already).
-        if tokens.len() > 10_000 {
-            tokens.retain(|_, t| !t.is_cancelled());
+        if tokens.len() >= SWEEP_STREAMS_AT {
+            tokens.retain(|_, (_, live)| Arc::strong_count(live) > 1);
         }
-        tokens.entry(token_id.to_owned()).or_default().clone()
+        let (closed, live) = tokens.entry(token_id.to_owned()).or_default();
+        StreamWatch {
+            closed: closed.clone(),
+            _live: live.clone(),
+        }
     }
 
     /// Closes every stream of these tokens.
@@ -332,7 +341,7 @@ impl StreamRegistry {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for id in token_ids {
-            if let Some(t) = tokens.remove(id) {
+            if let Some((t, _)) = tokens.remove(id) {
                 t.cancel();
             }
         }
@@ -397,9 +406,10 @@ impl Gateway {
                 }
             }
             None => {
-                let version = store_policy(&store, STARTER_POLICY, "warden")?;
+                let engine = PolicyEngine::new(STARTER_POLICY)?;
+                let version = store_policy(&store, STARTER_POLICY, &engine, "warden")?;
                 ActivePolicy {
-                    engine: PolicyEngine::new(STARTER_POLICY)?,
+                    engine,
                     version: version.version,
                 }
             }
@@ -441,7 +451,7 @@ impl Gateway {
     /// are told the tool list changed, since what they may see can differ.
     pub fn apply_policy(&self, text: &str, by: &str) -> Result<PolicyVersion, ApplyError> {
         let engine = PolicyEngine::new(text)?;
-        let version = store_policy(&self.store, text, by)?;
+        let version = store_policy(&self.store, text, &engine, by)?;
         *self
             .policy
             .write()
@@ -517,9 +527,14 @@ impl Gateway {
     }
 }
 
-/// Stores a (validated) policy text as the next version.
-fn store_policy(store: &Store, text: &str, by: &str) -> Result<PolicyVersion, ApplyError> {
-    let policies = PolicyEngine::new(text)?.len();
+/// Stores a policy text, validated into `engine`, as the next version.
+fn store_policy(
+    store: &Store,
+    text: &str,
+    engine: &PolicyEngine,
+    by: &str,
+) -> Result<PolicyVersion, StoreError> {
+    let policies = engine.len();
     let mut record = PolicyVersion {
         version: 0,
         text: text.to_owned(),

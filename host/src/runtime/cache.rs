@@ -164,7 +164,7 @@ pub(crate) fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
 }
 
 /// Writes `bytes` to `path` through a temporary file, mode 0600, then renames it.
-fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     let mut nonce = [0u8; 8];
     getrandom::fill(&mut nonce).map_err(|e| CacheError::Random(e.to_string()))?;
     let tmp = path.with_extension(format!("tmp{}", u64::from_le_bytes(nonce)));

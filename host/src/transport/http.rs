@@ -17,9 +17,9 @@
 //! resource exhaustion through oversized requests.
 
 use crate::audit::{self, AuditRecord, elapsed_us};
-use crate::auth::{self, AuthError};
-use crate::gateway::Gateway;
+use crate::auth::{self, AuthError, Principal};
 use crate::gateway::mcp::McpHandler;
+use crate::gateway::{Gateway, StreamWatch};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -89,25 +89,48 @@ pub(crate) fn audit_unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, audit::UNAVAILABLE).into_response()
 }
 
+/// The audit record of a refusal made at this layer.
+fn refusal(
+    req: &Request,
+    principal: Option<&Principal>,
+    outcome: &str,
+    class: Option<&str>,
+    started: std::time::Instant,
+) -> AuditRecord {
+    let mut record = AuditRecord::begin(
+        format!("{} /mcp", req.method()),
+        client_ip(req.extensions()),
+    );
+    if let Some(p) = principal {
+        record.principal = Some(p.subject.path());
+        record.token_id = Some(p.token_id.clone());
+    }
+    record.outcome = outcome.into();
+    record.error_class = class.map(str::to_owned);
+    record.latency_us = elapsed_us(started);
+    record
+}
+
+/// Returns `response` once `record` is durable (503 if it cannot be written).
+async fn after_record(gateway: &Gateway, record: AuditRecord, response: Response) -> Response {
+    if gateway.audit.record(record).await.is_err() {
+        return audit_unavailable();
+    }
+    response
+}
+
 async fn require_token(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
     let gateway = &state.gateway;
     // A hash and two redb point reads (hot pages are cached in memory): cheap enough to run
     // inline; a thread hop would cost more than the lookups.
     let outcome = auth::authenticate(
         &gateway.store,
-        authorization.as_deref(),
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
         req.uri().query(),
         &gateway.audience,
-    );
-    let mut record = AuditRecord::begin(
-        format!("{} /mcp", req.method()),
-        client_ip(req.extensions()),
     );
     let principal = match outcome {
         Ok(principal) => principal,
@@ -116,45 +139,31 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
             return StatusCode::SERVICE_UNAVAILABLE.into_response();
         }
         Err(e) => {
-            record.outcome = "unauthenticated".into();
-            record.error_class = Some(e.class().to_owned());
-            record.latency_us = elapsed_us(started);
-            if gateway.audit.record(record).await.is_err() {
-                return audit_unavailable();
-            }
-            return unauthorized(&state, &e);
+            let record = refusal(&req, None, "unauthenticated", Some(e.class()), started);
+            return after_record(gateway, record, unauthorized(&state, &e)).await;
         }
     };
-    record.principal = Some(principal.subject.path());
-    record.token_id = Some(principal.token_id.clone());
-    match gateway
-        .limiter
-        .check(&principal.subject.path(), principal.rate_limit)
-    {
+    let agent = principal.subject.path();
+    match gateway.limiter.check(&agent, principal.rate_limit) {
         Ok(admitted) => {
             req.extensions_mut().insert(admitted);
         }
         Err(limited) => {
-            record.outcome = "rate_limited".into();
-            record.latency_us = elapsed_us(started);
-            if gateway.audit.record(record).await.is_err() {
-                return audit_unavailable();
-            }
-            let mut resp = (
+            let mut response = (
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate limit exceeded; retry later",
             )
                 .into_response();
-            resp.headers_mut().insert(
+            response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(limited.retry_after_secs),
             );
-            return resp;
+            let record = refusal(&req, Some(&principal), "rate_limited", None, started);
+            return after_record(gateway, record, response).await;
         }
     }
     // A session belongs to the agent that opened it: another agent's token with its id is
     // answered as if the session did not exist.
-    let agent = principal.subject.path();
     let session = req
         .headers()
         .get(SESSION_HEADER)
@@ -163,13 +172,10 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
     if let Some(id) = &session
         && !gateway.sessions.allows(id, &agent)
     {
-        record.outcome = "denied".into();
-        record.error_class = Some("session_principal".into());
-        record.latency_us = elapsed_us(started);
-        if gateway.audit.record(record).await.is_err() {
-            return audit_unavailable();
-        }
-        return (StatusCode::NOT_FOUND, "session not found").into_response();
+        let class = Some("session_principal");
+        let record = refusal(&req, Some(&principal), "denied", class, started);
+        let response = (StatusCode::NOT_FOUND, "session not found").into_response();
+        return after_record(gateway, record, response).await;
     }
     let closing = req.method() == axum::http::Method::DELETE;
     let token_id = principal.token_id.clone();
@@ -193,9 +199,9 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream {
-        let closed = gateway.streams.watch(&token_id);
+        let watch = gateway.streams.watch(&token_id);
         let (parts, body) = response.into_parts();
-        return Response::from_parts(parts, Body::new(UntilRevoked::new(body, closed)));
+        return Response::from_parts(parts, Body::new(UntilRevoked::new(body, watch)));
     }
     response
 }
@@ -204,13 +210,15 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
 struct UntilRevoked {
     inner: Body,
     closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    _watch: StreamWatch,
 }
 
 impl UntilRevoked {
-    fn new(inner: Body, closed: CancellationToken) -> Self {
+    fn new(inner: Body, watch: StreamWatch) -> Self {
         Self {
             inner,
-            closed: Box::pin(closed.cancelled_owned()),
+            closed: Box::pin(watch.closed.clone().cancelled_owned()),
+            _watch: watch,
         }
     }
 }

@@ -62,21 +62,14 @@ fn error(status: StatusCode, id: Option<&RawValue>, code: i64, message: &str) ->
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// What is wrong with a body, if anything (`Err`), else its method (`None` for a response).
-fn check(body: &[u8]) -> Result<Option<String>, Box<Response>> {
-    match problem(body) {
-        Some(response) => Err(Box::new(response)),
-        None => Ok(serde_json::from_slice::<Envelope<'_>>(body)
-            .ok()
-            .and_then(|e| e.method.map(str::to_owned))),
-    }
-}
-
-fn problem(body: &[u8]) -> Option<Response> {
+/// Parses a body once: what is wrong with it (`Err`), else its method (`None` for a
+/// response).
+fn check(body: &[u8]) -> Result<Option<&str>, Box<Response>> {
+    let fail = |r: Response| Err(Box::new(r));
     let envelope: Envelope<'_> = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) if e.is_syntax() || e.is_eof() => {
-            return Some(error(
+            return fail(error(
                 StatusCode::BAD_REQUEST,
                 None,
                 PARSE_ERROR,
@@ -84,7 +77,7 @@ fn problem(body: &[u8]) -> Option<Response> {
             ));
         }
         Err(_) => {
-            return Some(error(
+            return fail(error(
                 StatusCode::BAD_REQUEST,
                 None,
                 INVALID_REQUEST,
@@ -95,7 +88,7 @@ fn problem(body: &[u8]) -> Option<Response> {
     let is_message =
         envelope.method.is_some() || envelope.result.is_some() || envelope.error.is_some();
     if envelope.jsonrpc != Some("2.0") || !is_message {
-        return Some(error(
+        return fail(error(
             StatusCode::BAD_REQUEST,
             envelope.id,
             INVALID_REQUEST,
@@ -104,7 +97,7 @@ fn problem(body: &[u8]) -> Option<Response> {
     }
     if envelope.method == Some("tools/call") {
         let bad = |why: &str| {
-            Some(error(
+            fail(error(
                 StatusCode::OK,
                 envelope.id,
                 INVALID_PARAMS,
@@ -126,7 +119,7 @@ fn problem(body: &[u8]) -> Option<Response> {
             return bad("`arguments` must be an object");
         }
     }
-    None
+    Ok(envelope.method)
 }
 
 /// Middleware: buffers POST bodies (up to `limit`), answers malformed JSON-RPC itself, and
@@ -134,37 +127,58 @@ fn problem(body: &[u8]) -> Option<Response> {
 /// `tools/list`): the record is durable before the response leaves.
 pub async fn guard(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
-    let mut record = AuditRecord::begin(String::new(), super::http::client_ip(req.extensions()));
-    if let Some(p) = req.extensions().get::<Principal>() {
-        record.principal = Some(p.subject.path());
-        record.token_id = Some(p.token_id.clone());
-    }
-    let response = if req.method() == Method::POST {
+    // Built only for the requests audited here, not on the tool-call path.
+    let begin = |request: String, extensions: &http::Extensions| {
+        let mut record = AuditRecord::begin(request, super::http::client_ip(extensions));
+        if let Some(p) = extensions.get::<Principal>() {
+            record.principal = Some(p.subject.path());
+            record.token_id = Some(p.token_id.clone());
+        }
+        record
+    };
+    let (record, response) = if req.method() == Method::POST {
         let (parts, body) = req.into_parts();
         let bytes: Bytes = match axum::body::to_bytes(body, super::http::MAX_BODY_BYTES).await {
             Ok(b) => b,
             Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
         };
-        match check(&bytes) {
+        let request = match check(&bytes) {
             Err(response) => {
-                record.request = "invalid".into();
-                *response
+                return audited(
+                    &gateway,
+                    begin("invalid".into(), &parts.extensions),
+                    started,
+                    *response,
+                )
+                .await;
             }
-            Ok(Some(method)) if method == "tools/call" || method == "tools/list" => {
-                return next
-                    .run(Request::from_parts(parts, Body::from(bytes)))
-                    .await;
-            }
-            Ok(method) => {
-                record.request = method.unwrap_or_else(|| "response".into());
-                next.run(Request::from_parts(parts, Body::from(bytes)))
-                    .await
-            }
+            // The MCP handler audits these with their decision.
+            Ok(Some("tools/call" | "tools/list")) => None,
+            Ok(method) => Some(method.unwrap_or("response").to_owned()),
+        };
+        let record = request.map(|r| begin(r, &parts.extensions));
+        let response = next
+            .run(Request::from_parts(parts, Body::from(bytes)))
+            .await;
+        match record {
+            Some(record) => (record, response),
+            None => return response,
         }
     } else {
-        record.request = format!("{} /mcp", req.method());
-        next.run(req).await
+        let record = begin(format!("{} /mcp", req.method()), req.extensions());
+        (record, next.run(req).await)
     };
+    audited(&gateway, record, started, response).await
+}
+
+/// Records the outcome of `response` and returns it once the record is durable (503 if it
+/// cannot be written).
+async fn audited(
+    gateway: &Gateway,
+    mut record: AuditRecord,
+    started: std::time::Instant,
+    response: Response,
+) -> Response {
     let status = response.status();
     record.outcome = if status.is_success() { "ok" } else { "error" }.into();
     if !status.is_success() {
@@ -180,6 +194,10 @@ pub async fn guard(State(gateway): State<Arc<Gateway>>, req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn problem(body: &[u8]) -> Option<Response> {
+        check(body).err().map(|r| *r)
+    }
 
     fn code(body: &str) -> Option<(u16, i64)> {
         problem(body.as_bytes()).map(|r| {
