@@ -7,12 +7,15 @@
 //! chain breaks verification at that record, and nobody without the key can forge a
 //! consistent chain.
 //!
-//! Group commit: callers enqueue and wait; one writer thread takes everything queued (up to
-//! a batch limit), chains it, and commits it with the usage counters in one redb transaction
-//! with immediate durability, then wakes each caller. A call is acknowledged only after its
-//! record is on disk; when a commit fails every caller in the batch gets an error (fail
-//! closed: the gateway then withholds the result) and the chain resumes from the last
-//! committed record.
+//! Group commit: callers serialize their record and enqueue it, then wait; one writer
+//! thread takes everything queued (up to a batch limit), splices in the sequence number and
+//! the previous MAC, chains it, and commits it with the usage counters in one redb
+//! transaction with immediate durability, then wakes each caller. While fewer records are
+//! queued than half the requests under way, the writer sleeps until that many have arrived
+//! or 1 ms has passed (a lone caller never waits), so one sync covers many calls; callers
+//! wake it only when their record completes what it waits for. A call is acknowledged only
+//! after its record is on disk; when a commit fails every caller in the batch gets an error (fail closed: the
+//! gateway then withholds the result) and the chain resumes from the last committed record.
 //!
 //! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
 //! with the trail, and secrets leaking into it (arguments are stored only when policy says
@@ -23,21 +26,26 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
 /// Most records committed in one transaction.
 const MAX_BATCH: usize = 1024;
-/// Queue depth before callers wait for room.
+/// Records queued before further callers are refused (each caller waits for its own record,
+/// so this is only reached with that many requests under way at once).
 const QUEUE: usize = 16_384;
+/// The longest the writer waits for more records before it commits.
+const LINGER_MAX: Duration = Duration::from_millis(1);
 /// MAC of the record before the first one.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// One audit record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// Sequence number (1-based, contiguous).
+    /// Sequence number (1-based, contiguous). Assigned by the writer.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub seq: u64,
     /// Unix milliseconds.
     pub ts_ms: u64,
@@ -72,9 +80,13 @@ pub struct AuditRecord {
     pub latency_us: u64,
     /// Fuel consumed, when metered.
     pub fuel: Option<u64>,
-    /// MAC of the previous record.
-    #[serde(default)]
+    /// MAC of the previous record. Assigned by the writer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Unix milliseconds now.
@@ -108,13 +120,17 @@ impl AuditRecord {
         self.outcome != "ok"
     }
 
-    /// Usage key: `agent path|tool` (tool `-` when none).
-    fn usage_key(&self) -> Option<String> {
+    /// The usage this record adds, under `agent path|tool` (tool `-` when none).
+    fn usage(&self) -> Option<(String, Usage)> {
         let principal = self.principal.as_deref()?;
-        Some(format!(
-            "{principal}|{}",
-            self.tool.as_deref().unwrap_or("-")
-        ))
+        let key = format!("{principal}|{}", self.tool.as_deref().unwrap_or("-"));
+        let delta = Usage {
+            calls: 1,
+            errors: u64::from(self.is_error()),
+            latency_us: self.latency_us,
+            fuel: self.fuel.unwrap_or(0),
+        };
+        Some((key, delta))
     }
 }
 
@@ -163,10 +179,21 @@ impl ChainKey {
     }
 }
 
-/// Encodes a record: chain it after `prev` and return (mac, stored bytes).
-fn seal(key: &ChainKey, record: &mut AuditRecord, prev: &str) -> (String, Vec<u8>) {
-    record.prev = prev.to_owned();
-    let json = serde_json::to_vec(record).unwrap_or_default();
+/// Chains a record's JSON body (serialized without `seq` and `prev`) after `prev`: the
+/// stored JSON is the body with `"seq"` and `"prev"` spliced in front, and the MAC covers
+/// those exact bytes. Returns (mac, stored bytes).
+fn seal(key: &ChainKey, seq: u64, prev: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let fields = body.get(1..).unwrap_or_default();
+    let mut json = Vec::with_capacity(body.len() + 100);
+    json.extend_from_slice(b"{\"seq\":");
+    json.extend_from_slice(seq.to_string().as_bytes());
+    json.extend_from_slice(b",\"prev\":\"");
+    json.extend_from_slice(prev.as_bytes());
+    json.push(b'"');
+    if fields.len() > 1 {
+        json.push(b',');
+    }
+    json.extend_from_slice(if fields.is_empty() { b"}" } else { fields });
     let mac = key.mac(&json);
     let mut stored = Vec::with_capacity(64 + json.len());
     stored.extend_from_slice(mac.as_bytes());
@@ -379,9 +406,135 @@ pub fn digest(arguments: &Value) -> String {
         .to_string()
 }
 
+/// A request under way that will append a record (see [`AuditLog::expect`]): the writer
+/// counts them to judge how many records are about to arrive.
+pub struct Expected(Arc<Queue>);
+
+impl std::fmt::Debug for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Expected")
+    }
+}
+
+impl Drop for Expected {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A record on its way to the writer: its JSON body and usage delta are made on the
+/// caller's thread, so the writer only chains, MACs and commits.
 struct Pending {
-    record: AuditRecord,
-    done: oneshot::Sender<Result<u64, String>>,
+    body: Vec<u8>,
+    usage: Option<(String, Usage)>,
+    done: oneshot::Sender<Answer>,
+}
+
+/// The writer's answer: the sequence number (or why the commit failed), and the body's
+/// buffer, handed back so that the caller's thread frees what it allocated (a free from
+/// another thread costs the allocator more).
+type Answer = (Result<u64, String>, Vec<u8>);
+
+/// The writer's queue, shared with the callers.
+struct Queue {
+    /// The longest the writer waits for more records ([`LINGER_MAX`] but in tests).
+    linger: Duration,
+    state: Mutex<QueueState>,
+    /// Signalled when the queue reaches what the sleeping writer waits for, and on close.
+    ready: Condvar,
+    /// Requests under way that will each append a record (see [`AuditLog::expect`]).
+    inflight: AtomicUsize,
+}
+
+#[derive(Default)]
+struct QueueState {
+    pending: Vec<Pending>,
+    /// How many queued records wake the sleeping writer (0: it is not asleep). Callers
+    /// signal only when their record reaches it, so a batch costs the writer one wake-up.
+    wake_at: usize,
+    /// Set when the log is dropped: the writer commits what is queued and stops.
+    closed: bool,
+}
+
+impl Queue {
+    fn new(linger: Duration) -> Self {
+        Self {
+            linger,
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, pending: Pending) -> Result<(), AuditError> {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(AuditError::Unavailable("the audit writer stopped".into()));
+        }
+        if state.pending.len() >= QUEUE {
+            return Err(AuditError::Unavailable("the audit queue is full".into()));
+        }
+        state.pending.push(pending);
+        let wake = state.wake_at != 0 && state.pending.len() >= state.wake_at;
+        if wake {
+            state.wake_at = 0;
+        }
+        drop(state);
+        if wake {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for the next batch and moves it into `batch`; false once closed and empty.
+    ///
+    /// After the first record, while fewer records are queued than half the requests under
+    /// way (the others will append soon), the writer sleeps until enough have arrived or
+    /// the linger time has passed, so one sync covers many calls. Half, not all: the rest
+    /// are served by the next commit, so the cores keep working during this one's sync. A
+    /// lone caller never waits.
+    fn next_batch(&self, batch: &mut Vec<Pending>) -> bool {
+        let mut state = self.lock();
+        while state.pending.is_empty() {
+            if state.closed {
+                return false;
+            }
+            state.wake_at = 1;
+            state = self
+                .ready
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        let deadline = Instant::now() + self.linger;
+        loop {
+            let want = (self.inflight.load(Ordering::Acquire) / 2).min(MAX_BATCH);
+            let now = Instant::now();
+            if state.pending.len() >= want || state.closed || now >= deadline {
+                break;
+            }
+            state.wake_at = want;
+            state = self
+                .ready
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        state.wake_at = 0;
+        let n = state.pending.len().min(MAX_BATCH);
+        batch.extend(state.pending.drain(..n));
+        true
+    }
 }
 
 /// Usage aggregates in memory, mirrored from the store.
@@ -391,11 +544,17 @@ type UsageMap = BTreeMap<String, Usage>;
 pub struct AuditLog {
     /// False only in benchmark mode (`warden up --unsafe-no-audit`): records are dropped.
     enabled: bool,
-    tx: mpsc::Sender<Pending>,
+    queue: Arc<Queue>,
     healthy: Arc<AtomicBool>,
     usage: Arc<Mutex<UsageMap>>,
     key: ChainKey,
     store: Arc<Store>,
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -419,10 +578,84 @@ fn failpoint_audit_commit() -> bool {
     }
 }
 
+/// The writer thread's state: the chain's head and what it shares with [`AuditLog`].
+struct Writer {
+    queue: Arc<Queue>,
+    store: Arc<Store>,
+    key: ChainKey,
+    usage: Arc<Mutex<UsageMap>>,
+    healthy: Arc<AtomicBool>,
+    /// Sequence number and MAC of the last committed record.
+    seq: u64,
+    prev: String,
+    /// Debug-build fault injection: every commit fails.
+    fail: bool,
+}
+
+impl Writer {
+    /// Commits batches until the log is closed and its queue empty.
+    fn run(mut self) {
+        let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
+        while self.queue.next_batch(&mut batch) {
+            self.commit(&mut batch);
+        }
+    }
+
+    /// Chains `batch` after the last record, commits it with its usage in one durable
+    /// transaction, and answers every caller: with its sequence number, or with the error
+    /// when the commit failed (the chain then resumes from the last committed record).
+    fn commit(&mut self, batch: &mut Vec<Pending>) {
+        let mut stored = Vec::with_capacity(batch.len());
+        let mut deltas: HashMap<String, Usage> = HashMap::new();
+        let mut prev = self.prev.clone();
+        for (p, seq) in batch.iter_mut().zip(self.seq + 1..) {
+            let (mac, bytes) = seal(&self.key, seq, &prev, &p.body);
+            prev = mac;
+            stored.push((seq, bytes));
+            if let Some((k, d)) = p.usage.take() {
+                deltas.entry(k).or_default().add(&d);
+            }
+        }
+        let deltas: Vec<(String, Usage)> = deltas.into_iter().collect();
+        let result = if self.fail {
+            Err("commit refused (failpoint audit-commit)".to_owned())
+        } else {
+            self.store
+                .append_audit(&stored, &deltas)
+                .map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => {
+                self.seq += stored.len() as u64;
+                self.prev = prev;
+                self.healthy.store(true, Ordering::Release);
+                let mut usage = self
+                    .usage
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (k, d) in &deltas {
+                    usage.entry(k.clone()).or_default().add(d);
+                }
+                drop(usage);
+                for (p, (seq, _)) in batch.drain(..).zip(&stored) {
+                    let _ = p.done.send((Ok(*seq), p.body));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = batch.len(), "audit commit failed; refusing the calls");
+                self.healthy.store(false, Ordering::Release);
+                for p in batch.drain(..) {
+                    let _ = p.done.send((Err(e.clone()), p.body));
+                }
+            }
+        }
+    }
+}
+
 impl AuditLog {
     /// Starts the writer over `store`, continuing the chain from its last record.
     pub fn start(store: Arc<Store>, key: ChainKey) -> Result<Self, AuditError> {
-        let (mut seq, mut prev) = match store.last_audit()? {
+        let (seq, prev) = match store.last_audit()? {
             Some((seq, bytes)) => {
                 let (mac, _) = unseal(&bytes).ok_or_else(|| {
                     AuditError::Unavailable(format!("audit record {seq} is truncated"))
@@ -431,81 +664,26 @@ impl AuditLog {
             }
             None => (0, GENESIS.to_owned()),
         };
-        let usage: UsageMap = store.usage()?.into_iter().collect();
-        let usage = Arc::new(Mutex::new(usage));
+        let usage = Arc::new(Mutex::new(store.usage()?.into_iter().collect()));
         let healthy = Arc::new(AtomicBool::new(true));
-        let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
-        let writer_store = store.clone();
-        let writer_key = key.clone();
-        let writer_usage = usage.clone();
-        let writer_healthy = healthy.clone();
-        let fail = failpoint_audit_commit();
+        let queue = Arc::new(Queue::new(LINGER_MAX));
+        let writer = Writer {
+            queue: queue.clone(),
+            store: store.clone(),
+            key: key.clone(),
+            usage: usage.clone(),
+            healthy: healthy.clone(),
+            seq,
+            prev,
+            fail: failpoint_audit_commit(),
+        };
         std::thread::Builder::new()
             .name("warden-audit".into())
-            .spawn(move || {
-                let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while batch.len() < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(p) => batch.push(p),
-                            Err(_) => break,
-                        }
-                    }
-                    let mut stored = Vec::with_capacity(batch.len());
-                    let mut deltas: HashMap<String, Usage> = HashMap::new();
-                    let mut next_prev = prev.clone();
-                    for (i, p) in batch.iter_mut().enumerate() {
-                        p.record.seq = seq + 1 + i as u64;
-                        let (mac, bytes) = seal(&writer_key, &mut p.record, &next_prev);
-                        next_prev = mac;
-                        stored.push((p.record.seq, bytes));
-                        if let Some(k) = p.record.usage_key() {
-                            let d = deltas.entry(k).or_default();
-                            d.calls += 1;
-                            d.errors += u64::from(p.record.is_error());
-                            d.latency_us += p.record.latency_us;
-                            d.fuel += p.record.fuel.unwrap_or(0);
-                        }
-                    }
-                    let deltas: Vec<(String, Usage)> = deltas.into_iter().collect();
-                    let result = if fail {
-                        Err("commit refused (failpoint audit-commit)".to_owned())
-                    } else {
-                        writer_store
-                            .append_audit(&stored, &deltas)
-                            .map_err(|e| e.to_string())
-                    };
-                    match result {
-                        Ok(()) => {
-                            seq += batch.len() as u64;
-                            prev = next_prev;
-                            writer_healthy.store(true, Ordering::Release);
-                            let mut u = writer_usage
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner);
-                            for (k, d) in &deltas {
-                                u.entry(k.clone()).or_default().add(d);
-                            }
-                            drop(u);
-                            for p in batch.drain(..) {
-                                let _ = p.done.send(Ok(p.record.seq));
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, records = batch.len(), "audit commit failed; refusing the calls");
-                            writer_healthy.store(false, Ordering::Release);
-                            for p in batch.drain(..) {
-                                let _ = p.done.send(Err(e.clone()));
-                            }
-                        }
-                    }
-                }
-            })
+            .spawn(move || writer.run())
             .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             enabled: true,
-            tx,
+            queue,
             healthy,
             usage,
             key,
@@ -524,19 +702,34 @@ impl AuditLog {
         self.enabled = false;
     }
 
+    /// Announces a request that will append a record; hold the guard until its record is
+    /// acknowledged (or the request ends).
+    pub fn expect(&self) -> Expected {
+        Self::expect_on(&self.queue)
+    }
+
+    fn expect_on(queue: &Arc<Queue>) -> Expected {
+        queue.inflight.fetch_add(1, Ordering::AcqRel);
+        Expected(queue.clone())
+    }
+
     /// Appends a record and waits until it is durable. Returns its sequence number.
     pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
         if !self.enabled {
             return Ok(0);
         }
+        let usage = record.usage();
+        let body = serde_json::to_vec(&AuditRecord {
+            seq: 0,
+            prev: String::new(),
+            ..record
+        })
+        .map_err(|e| AuditError::Unavailable(format!("record does not serialize: {e}")))?;
         let (done, wait) = oneshot::channel();
-        self.tx
-            .send(Pending { record, done })
-            .await
-            .map_err(|_| AuditError::Unavailable("the audit writer stopped".into()))?;
+        self.queue.push(Pending { body, usage, done })?;
         match wait.await {
-            Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(AuditError::Unavailable(e)),
+            Ok((Ok(seq), _)) => Ok(seq),
+            Ok((Err(e), _)) => Err(AuditError::Unavailable(e)),
             Err(_) => Err(AuditError::Unavailable("the audit writer stopped".into())),
         }
     }
@@ -637,6 +830,99 @@ mod tests {
         drop(log);
         let log = AuditLog::start(store.clone(), key).unwrap();
         assert_eq!(log.record(rec("ok")).await.unwrap(), 11);
+    }
+
+    fn pending() -> (Pending, oneshot::Receiver<Answer>) {
+        let (done, wait) = oneshot::channel();
+        let p = Pending {
+            body: b"{}".to_vec(),
+            usage: None,
+            done,
+        };
+        (p, wait)
+    }
+
+    #[test]
+    fn a_lone_caller_is_taken_at_once_even_with_a_long_linger() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(3600)));
+        let _me = AuditLog::expect_on(&queue);
+        queue.push(pending().0).unwrap();
+        let mut batch = Vec::new();
+        assert!(queue.next_batch(&mut batch));
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[test]
+    fn the_writer_waits_for_half_the_requests_under_way() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(3600)));
+        let guards: Vec<Expected> = (0..4).map(|_| AuditLog::expect_on(&queue)).collect();
+        queue.push(pending().0).unwrap();
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut batch = Vec::new();
+                assert!(queue.next_batch(&mut batch));
+                batch.len()
+            })
+        };
+        // The writer, holding one record of four requests under way, waits for a second
+        // (half of four) however long that takes; the second push wakes it.
+        queue.push(pending().0).unwrap();
+        assert_eq!(writer.join().unwrap(), 2);
+        drop(guards);
+    }
+
+    #[test]
+    fn closing_hands_over_what_is_queued_then_refuses() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(3600)));
+        let _under_way: Vec<Expected> = (0..8).map(|_| AuditLog::expect_on(&queue)).collect();
+        queue.push(pending().0).unwrap();
+        queue.close();
+        let mut batch = Vec::new();
+        // Closed: no lingering, the queued record is still committed.
+        assert!(queue.next_batch(&mut batch));
+        assert_eq!(batch.len(), 1);
+        batch.clear();
+        assert!(!queue.next_batch(&mut batch));
+        assert!(matches!(
+            queue.push(pending().0),
+            Err(AuditError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn a_full_queue_refuses_instead_of_growing() {
+        let queue = Queue::new(Duration::ZERO);
+        let mut waits = Vec::new();
+        for _ in 0..QUEUE {
+            let (p, w) = pending();
+            queue.push(p).unwrap();
+            waits.push(w);
+        }
+        let err = queue.push(pending().0).unwrap_err();
+        assert!(err.to_string().contains("full"), "{err}");
+        let mut batch = Vec::new();
+        assert!(queue.next_batch(&mut batch));
+        assert_eq!(batch.len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn sealed_records_decode_with_their_place_in_the_chain() {
+        let key = ChainKey([7; 32]);
+        let body = serde_json::to_vec(&rec("ok")).unwrap();
+        let (mac, stored) = seal(&key, 42, GENESIS, &body);
+        let (stored_mac, json) = unseal(&stored).unwrap();
+        assert_eq!(stored_mac, mac);
+        assert_eq!(key.mac(json), mac);
+        let r = decode(&stored).unwrap();
+        assert_eq!(
+            (r.seq, r.prev.as_str(), r.outcome.as_str()),
+            (42, GENESIS, "ok")
+        );
+        // A body without fields still makes valid JSON.
+        let (_, stored) = seal(&key, 1, &mac, b"{}");
+        let v: Value = serde_json::from_slice(unseal(&stored).unwrap().1).unwrap();
+        assert_eq!(v, serde_json::json!({"seq": 1, "prev": mac}));
     }
 
     #[test]

@@ -122,6 +122,7 @@ async fn after_record(gateway: &Gateway, record: AuditRecord, response: Response
 async fn require_token(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let gateway = &state.gateway;
+    let _expected = gateway.audit.expect();
     // A hash and two redb point reads (hot pages are cached in memory): cheap enough to run
     // inline; a thread hop would cost more than the lookups.
     let outcome = auth::authenticate(
