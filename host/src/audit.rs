@@ -14,8 +14,9 @@
 //! queued than half the requests under way, the writer sleeps until that many have arrived
 //! or 1 ms has passed (a lone caller never waits), so one sync covers many calls; callers
 //! wake it only when their record completes what it waits for. A call is acknowledged only
-//! after its record is on disk; when a commit fails every caller in the batch gets an error (fail closed: the
-//! gateway then withholds the result) and the chain resumes from the last committed record.
+//! after its record is on disk; when a commit fails every caller in the batch gets an error
+//! (fail closed: the gateway then withholds the result) and the chain resumes from the last
+//! committed record.
 //!
 //! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
 //! with the trail, and secrets leaking into it (arguments are stored only when policy says
