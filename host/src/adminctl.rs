@@ -567,6 +567,8 @@ pub async fn audit(t: Target, cmd: AuditCommand) -> Result<()> {
                 "opening the store (is the gateway still running? stop it, or drop --offline)",
             )?;
             let key = crate::audit::ChainKey::load_or_create(&dir.join("audit.key"))?;
+            // Records journaled before a crash are part of the trail.
+            crate::audit::recover(&store)?;
             let v = crate::audit::verify(&store, &key)?;
             report_verification(t.json, &serde_json::to_value(&v)?)
         }

@@ -9,25 +9,32 @@
 //!
 //! Group commit: callers serialize their record and enqueue it, then wait; one writer
 //! thread takes everything queued (up to a batch limit), splices in the sequence number and
-//! the previous MAC, chains it, and commits it with the usage counters in one redb
-//! transaction with immediate durability, then wakes each caller. While fewer records are
-//! queued than half the requests under way, the writer sleeps until that many have arrived
-//! or 1 ms has passed (a lone caller never waits), so one sync covers many calls; callers
-//! wake it only when their record completes what it waits for. A call is acknowledged only
-//! after its record is on disk; when a commit fails every caller in the batch gets an error
-//! (fail closed: the gateway then withholds the result) and the chain resumes from the last
-//! committed record.
+//! the previous MAC, chains it, writes the batch to the write-ahead journal
+//! ([`journal`]: one write, one data sync) and then wakes each caller. While fewer records
+//! are queued than half the requests under way, the writer sleeps until that many have
+//! arrived or 1 ms has passed (a lone caller never waits), so one sync covers many calls;
+//! callers wake it only when their record completes what it waits for. The writer copies
+//! journaled records into redb with their usage counters in transactions that do not sync
+//! (when nothing is queued, every 512 records, or when a reader asks: readers first wait
+//! for every acknowledged record to be stored), and commits redb durably before the
+//! journal starts over. At start, records the store lacks are replayed from the journal. A
+//! call is acknowledged only after its record is on disk; when a commit fails every caller
+//! in the batch gets an error (fail closed: the gateway then withholds the result) and the
+//! chain resumes from the last acknowledged record.
 //!
 //! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
 //! with the trail, and secrets leaking into it (arguments are stored only when policy says
 //! so, and then with secret-looking values redacted).
 
+mod journal;
+
 use crate::storage::{Store, StoreError, Usage};
+use journal::Journal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -39,6 +46,11 @@ const MAX_BATCH: usize = 1024;
 const QUEUE: usize = 16_384;
 /// The longest the writer waits for more records before it commits.
 const LINGER_MAX: Duration = Duration::from_millis(1);
+/// Journaled records the writer lets wait before it copies them into the store (it copies
+/// sooner when nothing is queued, or when a reader asks).
+const APPLY_BATCH: usize = 512;
+/// The longest a reader waits for the writer to store what it acknowledged.
+const CATCH_UP: Duration = Duration::from_secs(10);
 /// MAC of the record before the first one.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -455,6 +467,15 @@ struct QueueState {
     wake_at: usize,
     /// Set when the log is dropped: the writer commits what is queued and stops.
     closed: bool,
+    /// A reader waits for every acknowledged record to be in the store.
+    flush: bool,
+}
+
+/// What [`Queue::next_batch`] saw besides the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Next {
+    /// A reader asked for the store to catch up.
+    flush: bool,
 }
 
 impl Queue {
@@ -498,18 +519,28 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    /// Waits for the next batch and moves it into `batch`; false once closed and empty.
+    fn is_empty(&self) -> bool {
+        self.lock().pending.is_empty()
+    }
+
+    fn request_flush(&self) {
+        self.lock().flush = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for the next batch and moves it into `batch` (empty when only a reader's
+    /// flush woke the writer); None once closed and empty.
     ///
     /// After the first record, while fewer records are queued than half the requests under
     /// way (the others will append soon), the writer sleeps until enough have arrived or
     /// the linger time has passed, so one sync covers many calls. Half, not all: the rest
     /// are served by the next commit, so the cores keep working during this one's sync. A
     /// lone caller never waits.
-    fn next_batch(&self, batch: &mut Vec<Pending>) -> bool {
+    fn next_batch(&self, batch: &mut Vec<Pending>) -> Option<Next> {
         let mut state = self.lock();
-        while state.pending.is_empty() {
+        while state.pending.is_empty() && !state.flush {
             if state.closed {
-                return false;
+                return None;
             }
             state.wake_at = 1;
             state = self
@@ -518,10 +549,10 @@ impl Queue {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
         let deadline = Instant::now() + self.linger;
-        loop {
+        while !state.pending.is_empty() {
             let want = (self.inflight.load(Ordering::Acquire) / 2).min(MAX_BATCH);
             let now = Instant::now();
-            if state.pending.len() >= want || state.closed || now >= deadline {
+            if state.pending.len() >= want || state.closed || state.flush || now >= deadline {
                 break;
             }
             state.wake_at = want;
@@ -534,7 +565,30 @@ impl Queue {
         state.wake_at = 0;
         let n = state.pending.len().min(MAX_BATCH);
         batch.extend(state.pending.drain(..n));
-        true
+        Some(Next {
+            flush: std::mem::take(&mut state.flush),
+        })
+    }
+}
+
+/// How far the writer got: acknowledged (journaled) and stored, by sequence number.
+#[derive(Debug, Default)]
+struct Progress {
+    acked: AtomicU64,
+    stored: Mutex<u64>,
+    stored_changed: Condvar,
+}
+
+impl Progress {
+    fn lock(&self) -> MutexGuard<'_, u64> {
+        self.stored
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_stored(&self, seq: u64) {
+        *self.lock() = seq;
+        self.stored_changed.notify_all();
     }
 }
 
@@ -546,15 +600,17 @@ pub struct AuditLog {
     /// False only in benchmark mode (`warden up --unsafe-no-audit`): records are dropped.
     enabled: bool,
     queue: Arc<Queue>,
+    progress: Arc<Progress>,
     healthy: Arc<AtomicBool>,
     usage: Arc<Mutex<UsageMap>>,
     key: ChainKey,
     store: Arc<Store>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for AuditLog {
     fn drop(&mut self) {
-        self.queue.close();
+        self.close();
     }
 }
 
@@ -579,67 +635,111 @@ fn failpoint_audit_commit() -> bool {
     }
 }
 
-/// The writer thread's state: the chain's head and what it shares with [`AuditLog`].
+/// The writer thread's state: the chain's head, the journal, the records journaled but not
+/// yet in the store, and what it shares with [`AuditLog`].
 struct Writer {
     queue: Arc<Queue>,
+    progress: Arc<Progress>,
     store: Arc<Store>,
+    journal: Journal,
     key: ChainKey,
     usage: Arc<Mutex<UsageMap>>,
     healthy: Arc<AtomicBool>,
-    /// Sequence number and MAC of the last committed record.
+    /// Sequence number and MAC of the last acknowledged record.
     seq: u64,
     prev: String,
+    /// Journaled records not yet in the store, and their usage.
+    unstored: Vec<(u64, Vec<u8>)>,
+    unstored_usage: HashMap<String, Usage>,
+    /// The last copy into the store failed (calls are refused until one succeeds).
+    store_failed: bool,
     /// Debug-build fault injection: every commit fails.
     fail: bool,
 }
 
 impl Writer {
-    /// Commits batches until the log is closed and its queue empty.
+    /// Commits batches until the log is closed and its queue empty, then stores everything
+    /// durably.
     fn run(mut self) {
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-        while self.queue.next_batch(&mut batch) {
-            self.commit(&mut batch);
+        while let Some(next) = self.queue.next_batch(&mut batch) {
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            // Idle is judged after the sync: what arrived meanwhile goes first.
+            if next.flush || self.unstored.len() >= APPLY_BATCH || self.queue.is_empty() {
+                self.store_journaled(false);
+            }
         }
+        self.store_journaled(true);
     }
 
-    /// Chains `batch` after the last record, commits it with its usage in one durable
-    /// transaction, and answers every caller: with its sequence number, or with the error
-    /// when the commit failed (the chain then resumes from the last committed record).
+    /// Chains `batch` after the last record, makes it durable in the journal, and answers
+    /// every caller: with its sequence number, or with the error when that failed (the
+    /// chain then resumes from the last acknowledged record). When the journal is full, it
+    /// first stores everything journaled durably and starts the journal over; a batch too
+    /// large for the journal goes straight into the store, durably.
     fn commit(&mut self, batch: &mut Vec<Pending>) {
-        let mut stored = Vec::with_capacity(batch.len());
+        let mut sealed = Vec::with_capacity(batch.len());
         let mut deltas: HashMap<String, Usage> = HashMap::new();
         let mut prev = self.prev.clone();
         for (p, seq) in batch.iter_mut().zip(self.seq + 1..) {
             let (mac, bytes) = seal(&self.key, seq, &prev, &p.body);
             prev = mac;
-            stored.push((seq, bytes));
+            sealed.push((seq, bytes));
             if let Some((k, d)) = p.usage.take() {
                 deltas.entry(k).or_default().add(&d);
             }
         }
-        let deltas: Vec<(String, Usage)> = deltas.into_iter().collect();
+        let framed = journal::framed_len(sealed.iter().map(|(_, b)| b.as_slice()));
+        let journal_err =
+            |j: &Journal, e: std::io::Error| format!("audit journal {}: {e}", j.path().display());
+        // Ok(true): the batch went straight into the store.
         let result = if self.fail {
             Err("commit refused (failpoint audit-commit)".to_owned())
+        } else if self.journal.fits(framed) {
+            let r = self.journal.append(&sealed);
+            r.map(|()| false).map_err(|e| journal_err(&self.journal, e))
+        } else if !self.store_journaled(true) {
+            Err("the audit trail could not be stored".to_owned())
+        } else if Journal::ever_fits(framed) {
+            self.journal.reset();
+            let r = self.journal.append(&sealed);
+            r.map(|()| false).map_err(|e| journal_err(&self.journal, e))
         } else {
+            let usage: Vec<(String, Usage)> =
+                deltas.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
             self.store
-                .append_audit(&stored, &deltas)
+                .append_audit(&sealed, &usage, true)
+                .map(|()| true)
                 .map_err(|e| e.to_string())
         };
         match result {
-            Ok(()) => {
-                self.seq += stored.len() as u64;
+            Ok(direct) => {
+                let first = self.seq + 1;
+                self.seq += batch.len() as u64;
                 self.prev = prev;
-                self.healthy.store(true, Ordering::Release);
+                self.healthy.store(!self.store_failed, Ordering::Release);
                 let mut usage = self
                     .usage
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (k, d) in &deltas {
                     usage.entry(k.clone()).or_default().add(d);
+                    if !direct {
+                        self.unstored_usage.entry(k.clone()).or_default().add(d);
+                    }
                 }
                 drop(usage);
-                for (p, (seq, _)) in batch.drain(..).zip(&stored) {
-                    let _ = p.done.send((Ok(*seq), p.body));
+                if direct {
+                    self.progress.set_stored(self.seq);
+                } else {
+                    self.unstored.append(&mut sealed);
+                }
+                // Readers that learn of a record from its answer must find it acknowledged.
+                self.progress.acked.store(self.seq, Ordering::Release);
+                for (p, seq) in batch.drain(..).zip(first..) {
+                    let _ = p.done.send((Ok(seq), p.body));
                 }
             }
             Err(e) => {
@@ -651,11 +751,90 @@ impl Writer {
             }
         }
     }
+
+    /// Copies the journaled records into the store with their usage, durably or not (the
+    /// journal holds them durably already). A durable copy also persists every earlier one,
+    /// so the journal may start over after it. False when the store failed: the records
+    /// stay journaled and the next copy retries them, and calls are refused meanwhile.
+    fn store_journaled(&mut self, durable: bool) -> bool {
+        if self.unstored.is_empty() && !durable {
+            return true;
+        }
+        let usage: Vec<(String, Usage)> = self.unstored_usage.drain().collect();
+        let result = if self.fail {
+            Err("store refused (failpoint audit-commit)".to_owned())
+        } else {
+            self.store
+                .append_audit(&self.unstored, &usage, durable)
+                .map_err(|e| e.to_string())
+        };
+        match result {
+            Ok(()) => {
+                self.unstored.clear();
+                self.progress.set_stored(self.seq);
+                if self.store_failed {
+                    self.store_failed = false;
+                    self.healthy.store(true, Ordering::Release);
+                }
+                true
+            }
+            Err(e) => {
+                if !self.store_failed {
+                    tracing::error!(error = %e, records = self.unstored.len(), "storing journaled audit records failed; refusing calls");
+                }
+                self.unstored_usage.extend(usage);
+                self.store_failed = true;
+                self.healthy.store(false, Ordering::Release);
+                false
+            }
+        }
+    }
+}
+
+/// Replays into `store` the journaled records it lacks (after a crash), durably, and
+/// returns the journal, ready to start over. Fails when the journal does not continue the
+/// store's trail (records would be missing in between).
+pub fn recover(store: &Store) -> Result<Journal, AuditError> {
+    let path = journal_path(store);
+    let (journal, records) = Journal::open(&path)
+        .map_err(|e| AuditError::Unavailable(format!("audit journal {}: {e}", path.display())))?;
+    let last = store.last_audit()?.map_or(0, |(seq, _)| seq);
+    let missing: Vec<(u64, Vec<u8>)> = records.into_iter().filter(|(s, _)| *s > last).collect();
+    if let Some((first, _)) = missing.first()
+        && *first != last + 1
+    {
+        return Err(AuditError::Unavailable(format!(
+            "audit journal {} continues at record {first} but the store ends at record {last}",
+            path.display()
+        )));
+    }
+    let mut usage: HashMap<String, Usage> = HashMap::new();
+    for (_, bytes) in &missing {
+        if let Some((k, d)) = decode(bytes).and_then(|r| r.usage()) {
+            usage.entry(k).or_default().add(&d);
+        }
+    }
+    if !missing.is_empty() {
+        tracing::warn!(
+            records = missing.len(),
+            from = last + 1,
+            "replaying audit records from the journal"
+        );
+    }
+    // Durable even when nothing is missing: the journal starts over after this.
+    store.append_audit(&missing, &usage.into_iter().collect::<Vec<_>>(), true)?;
+    Ok(journal)
+}
+
+fn journal_path(store: &Store) -> std::path::PathBuf {
+    store.path().with_file_name("audit.journal")
 }
 
 impl AuditLog {
-    /// Starts the writer over `store`, continuing the chain from its last record.
+    /// Starts the writer over `store` (replaying its journal first), continuing the chain
+    /// from its last record.
     pub fn start(store: Arc<Store>, key: ChainKey) -> Result<Self, AuditError> {
+        let journal = recover(&store)?;
         let (seq, prev) = match store.last_audit()? {
             Some((seq, bytes)) => {
                 let (mac, _) = unseal(&bytes).ok_or_else(|| {
@@ -668,33 +847,93 @@ impl AuditLog {
         let usage = Arc::new(Mutex::new(store.usage()?.into_iter().collect()));
         let healthy = Arc::new(AtomicBool::new(true));
         let queue = Arc::new(Queue::new(LINGER_MAX));
+        let progress = Arc::new(Progress::default());
+        progress.acked.store(seq, Ordering::Release);
+        progress.set_stored(seq);
         let writer = Writer {
             queue: queue.clone(),
+            progress: progress.clone(),
             store: store.clone(),
+            journal,
             key: key.clone(),
             usage: usage.clone(),
             healthy: healthy.clone(),
             seq,
             prev,
+            unstored: Vec::new(),
+            unstored_usage: HashMap::new(),
+            store_failed: false,
             fail: failpoint_audit_commit(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("warden-audit".into())
             .spawn(move || writer.run())
             .map_err(|e| AuditError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Self {
             enabled: true,
             queue,
+            progress,
             healthy,
             usage,
             key,
             store,
+            writer: Mutex::new(Some(writer)),
         })
     }
 
+    /// Stops the writer once it has committed what is queued and stored everything
+    /// durably (later records are refused). At shutdown, so the store alone holds the
+    /// trail; idempotent.
+    pub fn close(&self) {
+        self.queue.close();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            let _ = writer.join();
+        }
+    }
+
+    /// Waits until every acknowledged record is in the store, so readers see them all.
+    fn catch_up(&self) -> Result<(), StoreError> {
+        let target = self.progress.acked.load(Ordering::Acquire);
+        let mut stored = self.progress.lock();
+        if *stored >= target {
+            return Ok(());
+        }
+        self.queue.request_flush();
+        let deadline = Instant::now() + CATCH_UP;
+        while *stored < target {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::Db {
+                    path: self.store.path().to_owned(),
+                    message: format!(
+                        "audit records up to {target} are journaled but not yet stored (stored: {})",
+                        *stored
+                    ),
+                });
+            }
+            stored = self
+                .progress
+                .stored_changed
+                .wait_timeout(stored, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+        Ok(())
+    }
+
     /// Whether the last commit succeeded (calls are refused up front while it did not).
+    /// While not, asking also nudges the writer to retry storing what is journaled.
     pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
+        let healthy = self.healthy.load(Ordering::Acquire);
+        if !healthy {
+            self.queue.request_flush();
+        }
+        healthy
     }
 
     /// Benchmark mode: acknowledge without recording (to measure what the trail costs).
@@ -737,11 +976,13 @@ impl AuditLog {
 
     /// Verifies the whole chain.
     pub fn verify(&self) -> Result<Verification, StoreError> {
+        self.catch_up()?;
         verify(&self.store, &self.key)
     }
 
     /// Queries the trail.
     pub fn query(&self, q: &Query) -> Result<Vec<AuditRecord>, StoreError> {
+        self.catch_up()?;
         query(&self.store, q)
     }
 
@@ -849,7 +1090,7 @@ mod tests {
         let _me = AuditLog::expect_on(&queue);
         queue.push(pending().0).unwrap();
         let mut batch = Vec::new();
-        assert!(queue.next_batch(&mut batch));
+        assert!(queue.next_batch(&mut batch).is_some());
         assert_eq!(batch.len(), 1);
     }
 
@@ -862,7 +1103,7 @@ mod tests {
             let queue = queue.clone();
             std::thread::spawn(move || {
                 let mut batch = Vec::new();
-                assert!(queue.next_batch(&mut batch));
+                assert!(queue.next_batch(&mut batch).is_some());
                 batch.len()
             })
         };
@@ -881,10 +1122,10 @@ mod tests {
         queue.close();
         let mut batch = Vec::new();
         // Closed: no lingering, the queued record is still committed.
-        assert!(queue.next_batch(&mut batch));
+        assert!(queue.next_batch(&mut batch).is_some());
         assert_eq!(batch.len(), 1);
         batch.clear();
-        assert!(!queue.next_batch(&mut batch));
+        assert!(queue.next_batch(&mut batch).is_none());
         assert!(matches!(
             queue.push(pending().0),
             Err(AuditError::Unavailable(_))
@@ -903,8 +1144,109 @@ mod tests {
         let err = queue.push(pending().0).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
         let mut batch = Vec::new();
-        assert!(queue.next_batch(&mut batch));
+        assert!(queue.next_batch(&mut batch).is_some());
         assert_eq!(batch.len(), MAX_BATCH);
+    }
+
+    #[test]
+    fn a_reader_flush_wakes_the_idle_writer_with_nothing_to_commit() {
+        let queue = Arc::new(Queue::new(Duration::from_secs(3600)));
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let mut batch = Vec::new();
+                let next = queue.next_batch(&mut batch);
+                (next, batch.len())
+            })
+        };
+        queue.request_flush();
+        let (next, n) = writer.join().unwrap();
+        assert_eq!(next, Some(Next { flush: true }));
+        assert_eq!(n, 0);
+    }
+
+    fn big(outcome: &str, bytes: usize) -> AuditRecord {
+        AuditRecord {
+            reasons: vec!["x".repeat(bytes)],
+            ..rec(outcome)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_journal_is_stored_and_started_over_and_oversized_batches_go_straight_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let log = AuditLog::start(store.clone(), key.clone()).unwrap();
+        // 80 records of 64 KiB: more than the journal holds, so it starts over at least
+        // once; then one record larger than the whole journal.
+        let n = 80u64;
+        for i in 1..=n {
+            assert_eq!(log.record(big("ok", 64 << 10)).await.unwrap(), i);
+        }
+        let huge = big("tool_error", journal::CAPACITY as usize + 1);
+        assert_eq!(log.record(huge).await.unwrap(), n + 1);
+        assert_eq!(log.record(rec("ok")).await.unwrap(), n + 2);
+        let v = log.verify().unwrap();
+        assert_eq!((v.records, v.first_broken), (n + 2, None));
+        assert_eq!(log.usage("tenant")["a"].calls, n + 2);
+        drop(log);
+        // After a clean stop nothing is replayed, and the chain goes on.
+        let log = AuditLog::start(store.clone(), key.clone()).unwrap();
+        assert_eq!(log.record(rec("ok")).await.unwrap(), n + 3);
+        assert_eq!(log.verify().unwrap().first_broken, None);
+        assert_eq!(log.usage("tenant")["a"].calls, n + 3);
+    }
+
+    /// Seals `outcomes` as records `from..` after `prev`, as the writer would.
+    fn sealed(key: &ChainKey, from: u64, prev: &str, outcomes: &[&str]) -> Vec<(u64, Vec<u8>)> {
+        let mut prev = prev.to_owned();
+        let mut out = Vec::new();
+        for (seq, outcome) in (from..).zip(outcomes) {
+            let body = serde_json::to_vec(&rec(outcome)).unwrap();
+            let (mac, bytes) = seal(key, seq, &prev, &body);
+            prev = mac;
+            out.push((seq, bytes));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn records_journaled_before_a_crash_are_replayed_with_their_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        // Record 1 reached the store; 1 to 3 were journaled (acknowledged), then a crash.
+        let records = sealed(&key, 1, GENESIS, &["ok", "denied", "ok"]);
+        store.append_audit(&records[..1], &[], true).unwrap();
+        let (mut j, _) = Journal::open(&journal_path(&store)).unwrap();
+        j.append(&records).unwrap();
+        drop(j);
+        let log = AuditLog::start(store.clone(), key.clone()).unwrap();
+        let v = log.verify().unwrap();
+        assert_eq!((v.records, v.first_broken), (3, None));
+        // Usage counts the replayed records (record 1's usage was not stored with it).
+        assert_eq!(log.usage("tenant")["a"].calls, 2);
+        assert_eq!(log.usage("tenant")["a"].errors, 1);
+        assert_eq!(log.record(rec("ok")).await.unwrap(), 4);
+        assert_eq!(log.verify().unwrap().first_broken, None);
+    }
+
+    #[test]
+    fn a_journal_that_does_not_continue_the_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
+        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let records = sealed(&key, 1, GENESIS, &["ok", "ok", "ok", "ok"]);
+        store.append_audit(&records[..1], &[], true).unwrap();
+        let (mut j, _) = Journal::open(&journal_path(&store)).unwrap();
+        j.append(&records[2..]).unwrap();
+        drop(j);
+        let err = AuditLog::start(store, key).unwrap_err().to_string();
+        assert!(
+            err.contains("continues at record 3 but the store ends at record 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //!
 //! Invariants: the database file is created with mode 0600 inside a 0700 data directory;
 //! every write is a committed transaction with redb's immediate durability, so a write that
-//! returned survives a crash (audit batches included: a batch is acknowledged only after its
-//! commit returned). Token secrets are never stored: only their hashes. Audit records and
-//! the usage counters they feed are written in the same transaction, so they never disagree.
+//! returned survives a crash. The one exception is the audit writer copying records that
+//! its journal already holds durably (`append_audit(.., durable: false)`): those commits
+//! become durable with the next durable one, and the journal replays them after a crash.
+//! Token secrets are never stored: only their hashes. Audit records and the usage counters
+//! they feed are written in the same transaction, so they never disagree.
 //!
 //! Threat: credential theft from the data directory, and torn state after a crash.
 
@@ -224,11 +226,6 @@ impl Store {
         Ok(store)
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
@@ -240,10 +237,34 @@ impl Store {
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        self.write_with(true, f)
+    }
+
+    /// A write transaction; `durable: false` skips the sync (only for what the audit
+    /// journal already holds durably: the next durable commit persists it too).
+    fn write_with<R>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        if !durable {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| self.db_err(e))?;
+        }
         let out = f(&txn).map_err(|e| self.db_err(e))?;
         txn.commit().map_err(|e| self.db_err(e))?;
         Ok(out)
+    }
+
+    /// Commits durably, persisting every earlier non-durable commit.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(()))
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn get<T: for<'de> Deserialize<'de>>(
@@ -465,8 +486,9 @@ impl Store {
         &self,
         records: &[(u64, Vec<u8>)],
         usage: &[(String, Usage)],
+        durable: bool,
     ) -> Result<(), StoreError> {
-        self.write(|txn| {
+        self.write_with(durable, |txn| {
             let mut audit = txn.open_table(AUDIT)?;
             for (seq, bytes) in records {
                 audit.insert(*seq, bytes.as_slice())?;
@@ -590,6 +612,7 @@ mod tests {
                             ..Usage::default()
                         },
                     )],
+                    true,
                 )
                 .unwrap();
             assert_eq!(

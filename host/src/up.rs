@@ -251,7 +251,19 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         eprintln!("warden: shutting down (draining in-flight calls)");
         signal.cancel();
     });
-    http::serve(listener, app, shutdown, streams, gateway, opts.drain).await?;
+    http::serve(
+        listener,
+        app,
+        shutdown,
+        streams,
+        gateway.clone(),
+        opts.drain,
+    )
+    .await?;
+    // Calls still running past the drain window cannot be acknowledged any more; what was
+    // acknowledged is stored durably before the process exits.
+    let audit = gateway.audit.clone();
+    tokio::task::spawn_blocking(move || audit.close()).await?;
     drop(store);
     eprintln!("warden: stopped");
     Ok(())
