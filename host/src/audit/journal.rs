@@ -84,6 +84,13 @@ impl Journal {
             .open(path)?;
         let bytes = std::fs::read(path)?;
         let records = frames(&bytes);
+        if (bytes.len() as u64) < CAPACITY {
+            // Cut short (by hand, or by a full disk at creation): grow it back with zeros
+            // past what it holds, so appends never allocate.
+            let zeros = vec![0u8; (CAPACITY - bytes.len() as u64) as usize];
+            file.write_all_at(&zeros, bytes.len() as u64)?;
+            file.sync_all()?;
+        }
         Ok((
             Self {
                 file,
@@ -262,6 +269,21 @@ mod tests {
         // A frame cut short by a crash (its record past the end of the file).
         let cut = &bytes[..HEADER + 50];
         assert!(frames(cut).is_empty());
+    }
+
+    #[test]
+    fn a_journal_cut_short_keeps_its_frames_and_grows_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let (mut j, _) = Journal::open(&path).unwrap();
+        j.append(&[rec(1, 100), rec(2, 100)]).unwrap();
+        drop(j);
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(ALIGN).unwrap();
+        drop(file);
+        let (_, back) = Journal::open(&path).unwrap();
+        assert_eq!(back, vec![rec(1, 100), rec(2, 100)]);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY);
     }
 
     #[test]
