@@ -691,30 +691,7 @@ impl Writer {
                 deltas.entry(k).or_default().add(&d);
             }
         }
-        let framed = journal::framed_len(sealed.iter().map(|(_, b)| b.as_slice()));
-        let journal_err =
-            |j: &Journal, e: std::io::Error| format!("audit journal {}: {e}", j.path().display());
-        // Ok(true): the batch went straight into the store.
-        let result = if self.fail {
-            Err("commit refused (failpoint audit-commit)".to_owned())
-        } else if self.journal.fits(framed) {
-            let r = self.journal.append(&sealed);
-            r.map(|()| false).map_err(|e| journal_err(&self.journal, e))
-        } else if !self.store_journaled(true) {
-            Err("the audit trail could not be stored".to_owned())
-        } else if Journal::ever_fits(framed) {
-            self.journal.reset();
-            let r = self.journal.append(&sealed);
-            r.map(|()| false).map_err(|e| journal_err(&self.journal, e))
-        } else {
-            let usage: Vec<(String, Usage)> =
-                deltas.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
-            self.store
-                .append_audit(&sealed, &usage, true)
-                .map(|()| true)
-                .map_err(|e| e.to_string())
-        };
-        match result {
+        match self.make_durable(&sealed, &deltas) {
             Ok(direct) => {
                 let first = self.seq + 1;
                 self.seq += batch.len() as u64;
@@ -750,6 +727,38 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Makes `sealed` durable: in the journal, after storing everything journaled durably
+    /// and starting the journal over when it is full, or (larger than the whole journal)
+    /// straight in the store. Ok(true) for the latter.
+    fn make_durable(
+        &mut self,
+        sealed: &[(u64, Vec<u8>)],
+        deltas: &HashMap<String, Usage>,
+    ) -> Result<bool, String> {
+        if self.fail {
+            return Err("commit refused (failpoint audit-commit)".to_owned());
+        }
+        if !self.journal.fits(sealed) {
+            if !self.store_journaled(true) {
+                return Err("the audit trail could not be stored".to_owned());
+            }
+            self.journal.reset();
+        }
+        if self.journal.fits(sealed) {
+            return self
+                .journal
+                .append(sealed)
+                .map(|()| false)
+                .map_err(|e| format!("audit journal {}: {e}", self.journal.path().display()));
+        }
+        let usage: Vec<(String, Usage)> =
+            deltas.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
+        self.store
+            .append_audit(sealed, &usage, true)
+            .map(|()| true)
+            .map_err(|e| e.to_string())
     }
 
     /// Copies the journaled records into the store with their usage, durably or not (the
@@ -808,20 +817,22 @@ pub fn recover(store: &Store) -> Result<Journal, AuditError> {
             path.display()
         )));
     }
+    // What the reopened store holds is durable, so the journal may start over once the
+    // missing records are durable too.
+    if missing.is_empty() {
+        return Ok(journal);
+    }
     let mut usage: HashMap<String, Usage> = HashMap::new();
     for (_, bytes) in &missing {
         if let Some((k, d)) = decode(bytes).and_then(|r| r.usage()) {
             usage.entry(k).or_default().add(&d);
         }
     }
-    if !missing.is_empty() {
-        tracing::warn!(
-            records = missing.len(),
-            from = last + 1,
-            "replaying audit records from the journal"
-        );
-    }
-    // Durable even when nothing is missing: the journal starts over after this.
+    tracing::warn!(
+        records = missing.len(),
+        from = last + 1,
+        "replaying audit records from the journal"
+    );
     store.append_audit(&missing, &usage.into_iter().collect::<Vec<_>>(), true)?;
     Ok(journal)
 }
@@ -1031,11 +1042,17 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn chain_verifies_and_names_the_first_modified_record() {
+    /// A new store and chain key in a temporary directory.
+    fn store_and_key() -> (tempfile::TempDir, Arc<Store>, ChainKey) {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
         let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        (dir, store, key)
+    }
+
+    #[tokio::test]
+    async fn chain_verifies_and_names_the_first_modified_record() {
+        let (_dir, store, key) = store_and_key();
         let log = AuditLog::start(store.clone(), key.clone()).unwrap();
         let mut seqs = Vec::new();
         for i in 0..10 {
@@ -1174,9 +1191,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_journal_is_stored_and_started_over_and_oversized_batches_go_straight_in() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let (_dir, store, key) = store_and_key();
         let log = AuditLog::start(store.clone(), key.clone()).unwrap();
         // 80 records of 64 KiB: more than the journal holds, so it starts over at least
         // once; then one record larger than the whole journal.
@@ -1213,9 +1228,7 @@ mod tests {
 
     #[tokio::test]
     async fn records_journaled_before_a_crash_are_replayed_with_their_usage() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let (_dir, store, key) = store_and_key();
         // Record 1 reached the store; 1 to 3 were journaled (acknowledged), then a crash.
         let records = sealed(&key, 1, GENESIS, &["ok", "denied", "ok"]);
         store.append_audit(&records[..1], &[], true).unwrap();
@@ -1234,9 +1247,7 @@ mod tests {
 
     #[test]
     fn a_journal_that_does_not_continue_the_store_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("db")).unwrap());
-        let key = ChainKey::load_or_create(&dir.path().join("audit.key")).unwrap();
+        let (_dir, store, key) = store_and_key();
         let records = sealed(&key, 1, GENESIS, &["ok", "ok", "ok", "ok"]);
         store.append_audit(&records[..1], &[], true).unwrap();
         let (mut j, _) = Journal::open(&journal_path(&store)).unwrap();

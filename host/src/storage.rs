@@ -226,6 +226,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Db {
             path: self.path.clone(),
@@ -255,16 +260,6 @@ impl Store {
         let out = f(&txn).map_err(|e| self.db_err(e))?;
         txn.commit().map_err(|e| self.db_err(e))?;
         Ok(out)
-    }
-
-    /// Commits durably, persisting every earlier non-durable commit.
-    pub fn checkpoint(&self) -> Result<(), StoreError> {
-        self.write(|_| Ok(()))
-    }
-
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn get<T: for<'de> Deserialize<'de>>(

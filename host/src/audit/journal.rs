@@ -20,7 +20,7 @@
 //! write being replayed as a record.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -63,33 +63,26 @@ fn check(len: u32, seq: u64, record: &[u8]) -> [u8; 16] {
     out
 }
 
-/// Bytes a batch of records of these sizes takes in the journal (before alignment).
-pub fn framed_len<'a>(records: impl Iterator<Item = &'a [u8]>) -> u64 {
-    records.map(|r| (HEADER + r.len()) as u64).sum()
-}
-
 impl Journal {
     /// Opens the journal at `path`, creating it (zero-filled, 0600) if it is missing, and
     /// returns it with the records it holds, in order (the caller skips those its store
     /// already has). The next batch goes at offset 0: call [`Journal::reset`] only after
     /// the returned records are durable elsewhere.
     pub fn open(path: &Path) -> std::io::Result<(Self, Records)> {
-        let fresh = !path.exists();
-        if fresh {
+        if !path.exists() {
             create_zeroed(path)?;
         }
-        let file = std::fs::OpenOptions::new()
+        let mut file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(path)?;
-        let bytes = std::fs::read(path)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
         let records = frames(&bytes);
         if (bytes.len() as u64) < CAPACITY {
             // Cut short (by hand, or by a full disk at creation): grow it back with zeros
             // past what it holds, so appends never allocate.
-            let zeros = vec![0u8; (CAPACITY - bytes.len() as u64) as usize];
-            file.write_all_at(&zeros, bytes.len() as u64)?;
-            file.sync_all()?;
+            zero_fill(&file, bytes.len() as u64)?;
         }
         Ok((
             Self {
@@ -107,14 +100,10 @@ impl Journal {
         &self.path
     }
 
-    /// Whether a batch of `framed` bytes (see [`framed_len`]) fits after what is written.
-    pub fn fits(&self, framed: u64) -> bool {
+    /// Whether `records` fit as one batch after what is written.
+    pub fn fits(&self, records: &[(u64, Vec<u8>)]) -> bool {
+        let framed: u64 = records.iter().map(|(_, r)| (HEADER + r.len()) as u64).sum();
         self.offset + framed <= CAPACITY
-    }
-
-    /// Whether a batch of `framed` bytes fits in an empty journal.
-    pub fn ever_fits(framed: u64) -> bool {
-        framed <= CAPACITY
     }
 
     /// Starts again at offset 0. Only once the store durably holds every journaled record.
@@ -152,21 +141,26 @@ impl Journal {
     }
 }
 
-/// Creates `path` filled with [`CAPACITY`] zero bytes, synced with its directory, so the
-/// blocks exist before the first append.
+/// Writes zeros from `from` to [`CAPACITY`] (so the blocks exist before any append) and
+/// syncs the file.
+fn zero_fill(file: &File, from: u64) -> std::io::Result<()> {
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = from;
+    while at < CAPACITY {
+        let n = (CAPACITY - at).min(zeros.len() as u64);
+        file.write_all_at(&zeros[..n as usize], at)?;
+        at += n;
+    }
+    file.sync_all()
+}
+
+/// Creates `path` filled with [`CAPACITY`] zero bytes, synced with its directory.
 fn create_zeroed(path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("journal.tmp");
-    {
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        let zeros = vec![0u8; 1 << 20];
-        for _ in 0..CAPACITY / zeros.len() as u64 {
-            f.write_all(&zeros)?;
-        }
-        f.sync_all()?;
-    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    zero_fill(&opts.open(&tmp)?, 0)?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;
@@ -195,10 +189,8 @@ fn frames(bytes: &[u8]) -> Records {
         let Some(head) = bytes.get(at..at + HEADER) else {
             break;
         };
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-        let mut seq_bytes = [0u8; 8];
-        seq_bytes.copy_from_slice(&head[8..16]);
-        let seq = u64::from_le_bytes(seq_bytes);
+        let len = u32::from_le_bytes(head[4..8].try_into().unwrap_or_default());
+        let seq = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
         let Some(record) = bytes.get(at + HEADER..at + HEADER + len as usize) else {
             break;
         };
@@ -222,12 +214,18 @@ mod tests {
         (seq, vec![b'a' + (seq % 26) as u8; len])
     }
 
-    #[test]
-    fn batches_come_back_in_order_after_reopening() {
+    /// A new journal in a temporary directory, and its path.
+    fn fresh() -> (tempfile::TempDir, PathBuf, Journal) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
-        let (mut j, old) = Journal::open(&path).unwrap();
+        let (j, old) = Journal::open(&path).unwrap();
         assert!(old.is_empty());
+        (dir, path, j)
+    }
+
+    #[test]
+    fn batches_come_back_in_order_after_reopening() {
+        let (_dir, path, mut j) = fresh();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), CAPACITY);
         let a: Vec<_> = (1..=3).map(|s| rec(s, 700)).collect();
         let b: Vec<_> = (4..=9).map(|s| rec(s, 5000)).collect();
@@ -240,9 +238,7 @@ mod tests {
 
     #[test]
     fn frames_left_from_before_a_reset_are_not_replayed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut j) = fresh();
         // Three pages of old frames, then a reset and one new batch in the first page.
         for s in 1..=3 {
             j.append(&[rec(s, 3000)]).unwrap();
@@ -256,9 +252,7 @@ mod tests {
 
     #[test]
     fn a_torn_or_altered_frame_ends_the_journal() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut j) = fresh();
         j.append(&[rec(1, 100), rec(2, 100)]).unwrap();
         j.append(&[rec(3, 100)]).unwrap();
         drop(j);
@@ -273,9 +267,7 @@ mod tests {
 
     #[test]
     fn a_journal_cut_short_keeps_its_frames_and_grows_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("audit.journal");
-        let (mut j, _) = Journal::open(&path).unwrap();
+        let (_dir, path, mut j) = fresh();
         j.append(&[rec(1, 100), rec(2, 100)]).unwrap();
         drop(j);
         let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
@@ -288,12 +280,9 @@ mod tests {
 
     #[test]
     fn a_batch_larger_than_the_journal_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut j, _) = Journal::open(&dir.path().join("audit.journal")).unwrap();
-        let big = rec(1, CAPACITY as usize);
-        assert!(!Journal::ever_fits(framed_len(std::iter::once(
-            big.1.as_slice()
-        ))));
-        assert!(j.append(&[big]).is_err());
+        let (_dir, _, mut j) = fresh();
+        let big = [rec(1, CAPACITY as usize)];
+        assert!(!j.fits(&big));
+        assert!(j.append(&big).is_err());
     }
 }
