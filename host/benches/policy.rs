@@ -50,7 +50,7 @@ fn main() {
     };
     let ctx = Circumstances {
         now: "2026-11-25T10:00:00Z".into(),
-        client_ip: "127.0.0.1".parse().unwrap(),
+        client_ip: Some("127.0.0.1".parse().unwrap()),
         rate: 1,
         arguments: serde_json::json!({"sql": "select 1", "limit": 10})
             .as_object()

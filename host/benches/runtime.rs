@@ -148,15 +148,21 @@ impl Warm {
 }
 
 fn build_text_skill() -> Vec<u8> {
+    // Built by the real binary, as authors build skills (installs the offline toolchain if
+    // it is missing).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let toolchain = warden::toolchain::resolve(warden::toolchain::Install::IfPossible).unwrap();
-    let built = warden::toolchain::build(
-        &toolchain,
-        &root.join("skills/text"),
-        &root.join("target/wasm-skills"),
-    )
-    .unwrap();
-    std::fs::read(built.wasm).unwrap()
+    let out = root.join("target/wasm-skills/bench-text.wasm");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["skill", "build"])
+        .arg(root.join("skills/text"))
+        .arg("--target-dir")
+        .arg(root.join("target/wasm-skills"))
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success(), "warden skill build failed");
+    std::fs::read(out).unwrap()
 }
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {

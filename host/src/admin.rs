@@ -11,12 +11,13 @@
 //!
 //! Threat: unauthorised changes to who may do what, and operators acting without a trace.
 
-use crate::audit::{self, AuditRecord};
+use crate::audit::{self, Outcome};
 use crate::auth::{self, Admin, AuthError, IssueRequest, ROLE_OPERATOR};
 use crate::gateway::{ApplyError, Gateway, target};
 use crate::identity::{self, IdentityError};
 use crate::policy::{Circumstances, PolicyEngine, PolicyVersion, Subject, Target};
 use crate::storage::{StoreError, TokenKind};
+use crate::transport::wire;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -112,64 +113,54 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 }
 
 async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    let mut record = AuditRecord::begin(
-        format!("admin {} {}", req.method(), req.uri().path()),
-        crate::transport::http::client_ip(req.extensions()),
+    let path: String = req.uri().path().chars().take(128).collect();
+    let mut record = gateway.audit.open(
+        format!("admin {} {path}", req.method()),
+        crate::transport::http::peer(req.extensions()),
     );
-    let response = match auth::authenticate_admin(
+    let id = record.id().to_owned();
+    let admin = match auth::authenticate_admin(
         &gateway.store,
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
         req.uri().query(),
     ) {
-        Err(AuthError::Store(e)) => ApiError::from(e).into_response(),
+        Err(AuthError::Store(e)) => {
+            record.record().error_class = Some("store".into());
+            return wire::finish(record, Outcome::Error, ApiError::from(e).into_response()).await;
+        }
         Err(e) => {
-            record.error_class = Some(e.class().to_owned());
+            record.record().error_class = Some(e.class().to_owned());
             let mut r =
                 ApiError(StatusCode::UNAUTHORIZED, "admin token required".into()).into_response();
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
-            r
+            return wire::finish(record, Outcome::Unauthenticated, r).await;
         }
-        Ok(admin) => {
-            record.principal = Some(format!("admin:{}", admin.name));
-            record.token_id = Some(admin.token_id.clone());
-            let reads =
-                req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
-            if !reads && admin.role != ROLE_OPERATOR {
-                ApiError(
-                    StatusCode::FORBIDDEN,
-                    format!("the `{}` role may only read", admin.role),
-                )
-                .into_response()
-            } else {
-                req.extensions_mut().insert(admin);
-                next.run(req).await
-            }
-        }
+        Ok(admin) => admin,
     };
-    let status = response.status();
-    record.outcome = match status.as_u16() {
-        200..=299 => "ok",
-        401 => "unauthenticated",
-        403 => "denied",
-        _ => "error",
+    record.record().principal = Some(format!("admin:{}", admin.name));
+    record.record().token_id = Some(admin.token_id.clone());
+    let reads = req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
+    if !reads && admin.role != ROLE_OPERATOR {
+        let r = ApiError(
+            StatusCode::FORBIDDEN,
+            format!("the `{}` role may only read", admin.role),
+        )
+        .into_response();
+        return wire::finish(record, Outcome::Denied, r).await;
     }
-    .into();
-    if !status.is_success() {
-        record.error_class = record
-            .error_class
-            .or_else(|| Some(status.as_u16().to_string()));
+    // Fail closed: a change is applied only while the trail can record it.
+    if !reads && !gateway.audit.healthy() {
+        record.record().error_class = Some("audit".into());
+        return wire::finish(record, Outcome::Error, wire::audit_unavailable(&id)).await;
     }
-    record.latency_us = audit::elapsed_us(started);
-    if gateway.audit.record(record).await.is_err() {
-        return crate::transport::http::audit_unavailable();
-    }
-    response
+    req.extensions_mut().insert(admin);
+    let response = next.run(req).await;
+    wire::recorded(record, response).await
 }
 
 #[utoipa::path(get, path = "/admin/v1/scopes", tag = "identity",
@@ -258,7 +249,15 @@ async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     responses((status = 200, description = "Installed skills, their tools and the workspaces they are installed in", body = Object)))]
 async fn list_skills(State(g): Shared) -> ApiResult {
     let mut tools_of: std::collections::HashMap<String, Vec<String>> = Default::default();
+    let mut health_of: std::collections::HashMap<String, Value> = Default::default();
     for e in g.catalog.list() {
+        health_of
+            .entry(e.skill.name().to_owned())
+            .or_insert_with(|| {
+                let h = e.skill.health();
+                json!({"healthy": h.healthy, "calls": h.calls,
+                   "consecutive_traps": h.consecutive_traps, "last_error": h.last_error})
+            });
         tools_of
             .entry(e.skill.name().to_owned())
             .or_default()
@@ -270,8 +269,9 @@ async fn list_skills(State(g): Shared) -> ApiResult {
         .into_iter()
         .map(|(name, r)| {
             let tools = tools_of.remove(&name).unwrap_or_default();
+            let health = health_of.remove(&name).unwrap_or(Value::Null);
             json!({"name": name, "namespace": r.namespace, "digest": r.digest,
-                   "workspaces": r.workspaces, "tools": tools})
+                   "workspaces": r.workspaces, "tools": tools, "health": health})
         })
         .collect();
     Ok(Json(json!({ "skills": skills })).into_response())
@@ -401,8 +401,18 @@ async fn rotate_token(
 ) -> ApiResult {
     let grace = body.map(|b| b.0.grace_secs).unwrap_or(0);
     let issued = auth::rotate(&g.store, &id, grace)?;
+    // The old token's streams, and those of the agent tokens exchanged from it, end with
+    // its grace window.
+    let mut ids = vec![id.clone()];
+    ids.extend(auth::children(&g.store, &id)?);
     if grace == 0 {
-        g.streams.close(std::slice::from_ref(&id));
+        g.streams.close(&ids);
+    } else {
+        let gateway = g.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(grace)).await;
+            gateway.streams.close(&ids);
+        });
     }
     let mut resp = Json(json!({
         "token": issued.token,
@@ -533,9 +543,7 @@ async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult 
         now: body.now.unwrap_or_else(|| {
             humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
         }),
-        client_ip: body
-            .client_ip
-            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1])),
+        client_ip: body.client_ip,
         rate: body.rate.unwrap_or(1),
         arguments: body.arguments,
     };

@@ -25,15 +25,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Args)]
 pub struct Target {
     /// Data directory of the gateway (to find `endpoint` and `admin.token`).
-    #[arg(long, env = "WARDEN_DATA_DIR", global = true)]
+    #[arg(long, env = warden::env::DATA_DIR, global = true)]
     data_dir: Option<PathBuf>,
     /// Gateway base URL (default: the data directory's `endpoint` file).
-    #[arg(long, env = "WARDEN_ADMIN_URL", global = true)]
+    #[arg(long, env = warden::env::ADMIN_URL, global = true)]
     url: Option<String>,
     /// Admin token (default: the data directory's `admin.token` file).
     #[arg(
         long,
-        env = "WARDEN_ADMIN_TOKEN",
+        env = warden::env::ADMIN_TOKEN,
         hide_env_values = true,
         global = true
     )]
@@ -241,7 +241,7 @@ struct Client {
 fn data_dir(t: &Target) -> PathBuf {
     t.data_dir
         .clone()
-        .unwrap_or_else(crate::up::default_data_dir)
+        .unwrap_or_else(warden::datadir::default_data_dir)
 }
 
 impl Client {
@@ -249,7 +249,7 @@ impl Client {
         let dir = data_dir(t);
         let base = match &t.url {
             Some(u) => u.clone(),
-            None => std::fs::read_to_string(dir.join(crate::up::ENDPOINT_FILE))
+            None => std::fs::read_to_string(dir.join(warden::datadir::ENDPOINT_FILE))
                 .map(|s| s.trim().to_owned())
                 .with_context(|| {
                     format!(
@@ -260,7 +260,7 @@ impl Client {
         };
         let token = match &t.admin_token {
             Some(tok) => tok.clone(),
-            None => std::fs::read_to_string(dir.join(crate::up::ADMIN_TOKEN_FILE))
+            None => std::fs::read_to_string(dir.join(warden::datadir::ADMIN_TOKEN_FILE))
                 .map(|s| s.trim().to_owned())
                 .with_context(|| {
                     format!(
@@ -279,7 +279,7 @@ impl Client {
         let uri: http::Uri = format!("{}{path}", self.base)
             .parse()
             .context("the gateway URL is not valid")?;
-        let mut send = crate::transport::stdio::connect(&uri)
+        let mut send = warden::transport::stdio::connect(&uri)
             .await
             .with_context(|| format!("is the gateway running at {}?", self.base))?;
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
@@ -478,6 +478,24 @@ pub async fn token(t: Target, cmd: TokenCommand) -> Result<()> {
     Ok(())
 }
 
+/// The first line `warden policy show` prints: a Cedar comment, so the output applies as
+/// it is, and `apply` drops it so versions do not pile up in the stored text.
+const VERSION_LINE: &str = "// warden policy version ";
+
+/// The policy text without the version line `show` put first.
+fn strip_version_line(text: &str) -> &str {
+    match text.split_once('\n') {
+        Some((first, rest))
+            if first
+                .strip_prefix(VERSION_LINE)
+                .is_some_and(|v| v.trim().bytes().all(|b| b.is_ascii_digit())) =>
+        {
+            rest
+        }
+        _ => text,
+    }
+}
+
 /// `warden policy ...`
 pub async fn policy(t: Target, cmd: PolicyCommand) -> Result<()> {
     let c = Client::new(&t)?;
@@ -485,6 +503,7 @@ pub async fn policy(t: Target, cmd: PolicyCommand) -> Result<()> {
         PolicyCommand::Apply { file } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
+            let text = strip_version_line(&text);
             let v = c
                 .call("POST", "/admin/v1/policies", Some(json!({"text": text})))
                 .await?;
@@ -534,8 +553,13 @@ pub async fn policy(t: Target, cmd: PolicyCommand) -> Result<()> {
         PolicyCommand::Show => {
             let v = c.call("GET", "/admin/v1/policies/current", None).await?;
             print(t.json, &v, |v| {
-                println!("# version {}", v["policy"]["version"]);
-                println!("{}", v["policy"]["text"].as_str().unwrap_or(""));
+                println!("{VERSION_LINE}{}", v["policy"]["version"]);
+                // Printed as stored, so show -> apply -> show gives the same text.
+                let text = v["policy"]["text"].as_str().unwrap_or("");
+                print!("{text}");
+                if !text.ends_with('\n') {
+                    println!();
+                }
             });
         }
         PolicyCommand::History => {
@@ -563,13 +587,13 @@ pub async fn audit(t: Target, cmd: AuditCommand) -> Result<()> {
     match cmd {
         AuditCommand::Verify { offline: true } => {
             let dir = data_dir(&t);
-            let store = crate::storage::Store::open(&dir.join("warden.redb")).context(
+            let store = warden::storage::Store::open(&dir.join("warden.redb")).context(
                 "opening the store (is the gateway still running? stop it, or drop --offline)",
             )?;
-            let key = crate::audit::ChainKey::load_or_create(&dir.join("audit.key"))?;
+            let key = warden::audit::ChainKey::load_or_create(&dir.join("audit.key"))?;
             // Records journaled before a crash are part of the trail.
-            crate::audit::recover(&store)?;
-            let v = crate::audit::verify(&store, &key)?;
+            warden::audit::recover(&store)?;
+            let v = warden::audit::verify(&store, &key)?;
             report_verification(t.json, &serde_json::to_value(&v)?)
         }
         AuditCommand::Verify { offline: false } => {

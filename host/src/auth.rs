@@ -21,8 +21,8 @@
 //! Threat: unauthenticated access to tools, replay of leaked or retired tokens, tokens
 //! minted for another gateway, and token leakage through logs, URLs or the store.
 
+use crate::identity::Subject;
 use crate::identity::{self, now_secs};
-use crate::policy::Subject;
 use crate::storage::{Store, StoreError, TokenKind, TokenRecord};
 use base64::Engine as _;
 
@@ -62,6 +62,9 @@ pub struct Principal {
     pub subject: Subject,
     /// Calls per second this agent may make (None: the gateway default).
     pub rate_limit: Option<u32>,
+    /// When the token stops working (Unix seconds; for an exchanged token, the earlier of
+    /// its own expiry and its service token's), so streams end with it.
+    pub expires_at: Option<u64>,
 }
 
 /// An authenticated admin.
@@ -327,6 +330,16 @@ pub fn revoke(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
     Ok(ids)
 }
 
+/// The ids of the agent tokens exchanged from token `id`.
+pub fn children(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
+    Ok(store
+        .tokens()?
+        .into_iter()
+        .filter(|(_, r)| r.parent.as_deref() == Some(id))
+        .map(|(_, r)| r.id)
+        .collect())
+}
+
 /// Exchanges a service token for a short-lived agent token bound to `audience`.
 pub fn exchange(
     store: &Store,
@@ -424,6 +437,24 @@ pub fn authenticate(
     if record.kind == TokenKind::Admin {
         return Err(AuthError::WrongKind);
     }
+    // An exchanged token lives only while its service token does: rotating (at the end of
+    // the grace window) or revoking the parent ends it, whatever a concurrent exchange
+    // or revocation scan did.
+    let mut expires_at = record.expires_at;
+    if record.kind == TokenKind::Agent {
+        let parent = record.parent.as_deref().ok_or(AuthError::Unknown)?;
+        let (_, parent) = store.token_by_id(parent)?.ok_or(AuthError::Revoked)?;
+        if parent.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if parent.expires_at.is_some_and(|e| e <= now_secs()) {
+            return Err(AuthError::Expired);
+        }
+        expires_at = match (expires_at, parent.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
     let agent = store.agent(&record.principal)?.ok_or(AuthError::Unknown)?;
     let subject = identity::subject(&record.principal, &agent).ok_or(AuthError::Unknown)?;
     Ok(Principal {
@@ -431,6 +462,43 @@ pub fn authenticate(
         kind: record.kind,
         subject,
         rate_limit: agent.rate_limit,
+        expires_at,
+    })
+}
+
+/// Whether the token with public id `id` still works: not revoked, not expired, and (an
+/// exchanged token) its service token neither. A store failure counts as no (fail closed).
+pub fn still_valid(store: &Store, id: &str) -> bool {
+    let live =
+        |r: &TokenRecord| r.revoked_at.is_none() && r.expires_at.is_none_or(|e| e > now_secs());
+    match store.token_by_id(id) {
+        Ok(Some((_, record))) if live(&record) => match &record.parent {
+            None => true,
+            Some(parent) => matches!(store.token_by_id(parent), Ok(Some((_, p))) if live(&p)),
+        },
+        _ => false,
+    }
+}
+
+/// How long an expired token is kept (for listings and the operator's investigations)
+/// before it is pruned: a week, and an hour for exchanged agent tokens.
+pub const KEEP_EXPIRED: u64 = 7 * 86_400;
+/// How long an expired exchanged agent token is kept.
+pub const KEEP_EXPIRED_AGENT: u64 = 3_600;
+
+/// Deletes tokens that expired (or were revoked) long enough ago; returns how many.
+pub fn prune_expired(store: &Store, now: u64) -> Result<usize, StoreError> {
+    store.delete_tokens(|r| {
+        let keep = if r.kind == TokenKind::Agent {
+            KEEP_EXPIRED_AGENT
+        } else {
+            KEEP_EXPIRED
+        };
+        let ended = match (r.expires_at, r.revoked_at) {
+            (Some(e), Some(v)) => Some(e.min(v)),
+            (e, v) => e.or(v),
+        };
+        ended.is_some_and(|t| t.saturating_add(keep) <= now)
     })
 }
 
@@ -521,10 +589,28 @@ mod tests {
             Err(AuthError::WrongKind)
         ));
 
-        // Rotation with no grace: the old token dies now, the new one works.
+        // An exchanged token carries its parent's expiry when that is earlier.
+        let p = auth(&store, &at.token).unwrap();
+        assert_eq!(p.expires_at, at.record.expires_at);
+
+        // Rotation with no grace: the old token dies now, and so does every agent token
+        // exchanged from it; the new one works.
         let new = rotate(&store, &st.record.id, 0).unwrap();
         assert!(matches!(auth(&store, &st.token), Err(AuthError::Expired)));
+        assert!(matches!(auth(&store, &at.token), Err(AuthError::Expired)));
         assert!(auth(&store, &new.token).is_ok());
+
+        // An agent token exchanged from a service token that is then revoked is refused
+        // even when the revocation did not mark it (a concurrent exchange).
+        let at2 = exchange(&store, &new.token, AUD, Some(60)).unwrap();
+        let (hash, mut parent) = store.token_by_id(&new.record.id).unwrap().unwrap();
+        parent.revoked_at = Some(now_secs());
+        store
+            .update_tokens(&[(hash.clone(), parent.clone())])
+            .unwrap();
+        assert!(matches!(auth(&store, &at2.token), Err(AuthError::Revoked)));
+        parent.revoked_at = None;
+        store.update_tokens(&[(hash, parent)]).unwrap();
 
         // Revoking the old service token revoked its exchanged child too.
         revoke(&store, &st.record.id).unwrap();
@@ -566,7 +652,16 @@ mod tests {
         store
             .delete_agent(identity::LOCAL_AGENT, now_secs())
             .unwrap();
-        assert!(auth(&store, &svc.token).is_err());
+        assert!(matches!(auth(&store, &svc.token), Err(AuthError::Revoked)));
+        // Long-expired and long-revoked tokens are pruned; recent ones are kept.
+        let before = store.token_count().unwrap();
+        assert_eq!(prune_expired(&store, now_secs()).unwrap(), 0);
+        let pruned = prune_expired(&store, now_secs() + KEEP_EXPIRED + 1).unwrap();
+        assert!(pruned >= 4, "{pruned}");
+        assert_eq!(store.token_count().unwrap(), before - pruned as u64);
+        assert!(store.token_by_id(&st.record.id).unwrap().is_none());
+        // The admin token never expires and is kept.
+        assert!(store.token_by_id(&adm.record.id).unwrap().is_some());
         // TTL caps.
         assert!(matches!(
             issue(

@@ -5,12 +5,12 @@
 //! entry point (the gateway, tests) would need: that lives in the library modules.
 
 use crate::adminctl;
-use crate::runtime::{CallContext, OutboundPolicy, Runtime, RuntimeConfig, Skill, SkillSettings};
 use crate::scaffold::{self, SdkSource};
 use crate::toolchain::{self, Install};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
+use warden::runtime::{CallContext, OutboundPolicy, Runtime, RuntimeConfig, Skill, SkillSettings};
 
 /// warden: the MCP control plane.
 #[derive(Debug, Parser)]
@@ -25,10 +25,10 @@ enum Command {
     /// Start the gateway: MCP over Streamable HTTP with the installed skills.
     Up {
         /// Data directory (store, installed skills, compile cache).
-        #[arg(long, env = "WARDEN_DATA_DIR")]
+        #[arg(long, env = warden::env::DATA_DIR)]
         data_dir: Option<PathBuf>,
         /// Address to listen on (loopback by default).
-        #[arg(long, default_value = "127.0.0.1:7878", env = "WARDEN_LISTEN")]
+        #[arg(long, default_value = "127.0.0.1:7878", env = warden::env::LISTEN)]
         listen: std::net::SocketAddr,
         /// Browser origin allowed to call /mcp (repeatable; none by default).
         #[arg(long = "allow-origin")]
@@ -46,11 +46,11 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
         /// Default calls per second per agent (burst twice that; 0: unlimited).
-        #[arg(long, default_value_t = 50, env = "WARDEN_RATE_LIMIT")]
+        #[arg(long, default_value_t = 50, env = warden::env::RATE_LIMIT)]
         rate_limit: u32,
         /// The URL clients use to reach the gateway (default http://<listen>); short-lived
         /// agent tokens are bound to <public-url>/mcp.
-        #[arg(long, env = "WARDEN_PUBLIC_URL")]
+        #[arg(long, env = warden::env::PUBLIC_URL)]
         public_url: Option<String>,
         /// Benchmark mode: acknowledge calls without recording them (never in production).
         #[arg(long, hide = true)]
@@ -94,11 +94,11 @@ enum Command {
     /// Bridge stdio to a gateway: for MCP clients that only launch stdio servers.
     Connect {
         /// The gateway's MCP URL.
-        #[arg(long, env = "WARDEN_URL")]
+        #[arg(long, env = warden::env::URL)]
         url: String,
         /// The agent token (prefer the environment variable: arguments are visible to
         /// other local users).
-        #[arg(long, env = "WARDEN_TOKEN", hide_env_values = true)]
+        #[arg(long, env = warden::env::TOKEN, hide_env_values = true)]
         token: String,
     },
     /// Write, build and try skills.
@@ -117,7 +117,7 @@ enum SkillCommand {
         dir: PathBuf,
         /// Path of a warden-sdk checkout to depend on (default: the SDK this binary was
         /// built from, else the published crate).
-        #[arg(long, env = "WARDEN_SDK_PATH")]
+        #[arg(long, env = warden::env::SDK_PATH)]
         sdk: Option<PathBuf>,
     },
     /// Build a skill crate into a wasm32-wasip2 component and check it against the contract.
@@ -126,7 +126,7 @@ enum SkillCommand {
         #[arg(default_value = ".")]
         path: PathBuf,
         /// Cargo target directory for wasm builds (share it between skills to build std once).
-        #[arg(long, env = "WARDEN_WASM_TARGET_DIR")]
+        #[arg(long, env = warden::env::WASM_TARGET_DIR)]
         target_dir: Option<PathBuf>,
         /// Copy the component here.
         #[arg(long, short)]
@@ -202,9 +202,9 @@ pub fn main() -> Result<()> {
             public_url,
             unsafe_no_audit,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
-            data_dir: data_dir.unwrap_or_else(crate::up::default_data_dir),
+            data_dir: data_dir.unwrap_or_else(warden::datadir::default_data_dir),
             listen,
-            access: crate::transport::http::AccessRules {
+            access: warden::transport::http::AccessRules {
                 allowed_origins,
                 extra_hosts: public_hosts,
             },
@@ -222,8 +222,8 @@ pub fn main() -> Result<()> {
         Command::Audit { target, command } => rt.block_on(adminctl::audit(target, command)),
         Command::Connect { url, token } => {
             let url: http::Uri = url.parse().context("--url is not a valid URL")?;
-            rt.block_on(crate::transport::stdio::run(
-                crate::transport::stdio::BridgeConfig { url, token },
+            rt.block_on(warden::transport::stdio::run(
+                warden::transport::stdio::BridgeConfig { url, token },
             ))
         }
         Command::Skill(cmd) => rt.block_on(skill(cmd)),

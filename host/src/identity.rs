@@ -11,8 +11,34 @@
 //! Threat: confused identities (an agent of one tenant acting under another's name) and
 //! orphaned credentials.
 
-use crate::policy::Subject;
 use crate::storage::{AgentRecord, ScopeRecord, Store, StoreError};
+use serde::{Deserialize, Serialize};
+
+/// Who is calling.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Subject {
+    /// Tenant.
+    pub tenant: String,
+    /// Workspace.
+    pub workspace: String,
+    /// Environment (e.g. dev, prod).
+    pub environment: String,
+    /// Agent name.
+    pub agent: String,
+    /// Groups the agent belongs to.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl Subject {
+    /// The agent's path `tenant/workspace/environment/agent` (its Cedar entity id).
+    pub fn path(&self) -> String {
+        format!(
+            "{}/{}/{}/{}",
+            self.tenant, self.workspace, self.environment, self.agent
+        )
+    }
+}
 
 /// The scope and agent `warden up` creates in a new data directory.
 pub const LOCAL_AGENT: &str = "default/default/dev/local";

@@ -1,24 +1,22 @@
 //! warden: the MCP control plane in one binary.
 //!
-//! This crate is both the `warden` binary and its library. Modules follow the request path
-//! (see `ARCHITECTURE.md`): [`transport`] -> [`auth`] (and [`ratelimit`]) -> [`gateway`]
-//! ([`policy`] decides, [`audit`] records) -> [`runtime`], with [`identity`] and [`storage`]
-//! underneath and [`admin`] beside; [`up`] assembles them into the running gateway. The author tooling
-//! ([`toolchain`] to build skill components, [`scaffold`] to start a skill crate) and the
-//! [`cli`] complete the binary.
+//! This crate is the library behind the `warden` binary. Modules follow the request path
+//! (see `ARCHITECTURE.md`): [`transport`] (wire formats; adapters around the core) ->
+//! [`gateway`] (the transport-neutral core: admission through [`auth`] and [`ratelimit`],
+//! [`policy`] decides, [`audit`] records) -> [`runtime`], with [`identity`], [`storage`] and
+//! [`datadir`] underneath and [`admin`] beside. [`env`] declares every environment variable.
+//! The binary's own modules (the CLI, `warden up`, the operator CLI, author tooling) live
+//! in the binary crate, not in this API.
 
 pub mod admin;
-pub mod adminctl;
 pub mod audit;
 pub mod auth;
-pub mod cli;
+pub mod datadir;
+pub mod env;
 pub mod gateway;
 pub mod identity;
 pub mod policy;
 pub mod ratelimit;
 pub mod runtime;
-pub mod scaffold;
 pub mod storage;
-pub mod toolchain;
 pub mod transport;
-pub mod up;

@@ -1,5 +1,12 @@
-//! The `warden` command. All behaviour lives in the library (`warden::cli`); this file only
-//! sets up logging and maps the outcome to an exit code.
+//! The `warden` command: the CLI (`cli`), `warden up` (`up`), the operator CLI over the
+//! admin API (`adminctl`) and the author tooling (`toolchain`, `scaffold`), over the
+//! `warden` library. This file sets up logging and maps the outcome to an exit code.
+
+mod adminctl;
+mod cli;
+mod scaffold;
+mod toolchain;
+mod up;
 
 use std::process::ExitCode;
 
@@ -10,13 +17,15 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WARDEN_LOG")
+    let filter = tracing_subscriber::EnvFilter::try_from_env(warden::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a terminal: logs captured to files stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match warden::cli::main() {
+    match cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -9,7 +9,12 @@
 //! Invariants: a refused request is told when to retry (whole seconds, at least 1); a rate
 //! of 0 disables the limit for that principal; time never runs backwards (monotonic clock).
 //!
-//! Threat: one agent (runaway loop, stolen token) exhausting the gateway for everyone.
+//! [`AddressLimiter`] does the same per client address for requests that carry no valid
+//! credentials (and for `POST /token`), with a fixed quota; refusals beyond it are counted,
+//! not recorded one by one, and the count is written as one summary record per address.
+//!
+//! Threat: one agent (runaway loop, stolen token) exhausting the gateway for everyone, and
+//! anyone without a token filling the audit trail or the writer's queue.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -104,9 +109,133 @@ impl RateLimiter {
     }
 }
 
+/// Requests per second an address may have refused for want of valid credentials.
+pub const ADDRESS_RATE: f64 = 20.0;
+/// Burst of such requests.
+pub const ADDRESS_BURST: f64 = 100.0;
+/// Addresses tracked before idle ones are swept; beyond it, new addresses share one bucket.
+const MAX_ADDRESSES: usize = 65_536;
+
+#[derive(Debug)]
+struct AddressBucket {
+    tokens: f64,
+    last: Instant,
+    /// Refusals folded into the next summary.
+    absorbed: u64,
+}
+
+/// Per-address limiter of unauthenticated requests, bounded in memory. The unknown peer
+/// (`None`) and the overflow beyond [`MAX_ADDRESSES`] each share one bucket.
+#[derive(Debug, Default)]
+pub struct AddressLimiter {
+    buckets: Mutex<HashMap<Option<std::net::IpAddr>, AddressBucket>>,
+}
+
+/// The bucket of the addresses that do not fit.
+const OVERFLOW: Option<std::net::IpAddr> =
+    Some(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+
+impl AddressLimiter {
+    fn with_bucket<R>(
+        &self,
+        peer: Option<std::net::IpAddr>,
+        f: impl FnOnce(&mut AddressBucket, Instant) -> R,
+    ) -> R {
+        let now = Instant::now();
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut key = peer;
+        if !buckets.contains_key(&key) && buckets.len() >= MAX_ADDRESSES {
+            buckets.retain(|_, b| {
+                b.absorbed > 0 || now.duration_since(b.last) < Duration::from_secs(10)
+            });
+            if buckets.len() >= MAX_ADDRESSES {
+                key = OVERFLOW;
+            }
+        }
+        let bucket = buckets.entry(key).or_insert_with(|| AddressBucket {
+            tokens: ADDRESS_BURST,
+            last: now,
+            absorbed: 0,
+        });
+        f(bucket, now)
+    }
+
+    /// Takes one request of `peer` from its quota; `Err(retry after seconds)` beyond it.
+    pub fn take(&self, peer: Option<std::net::IpAddr>) -> Result<(), u64> {
+        self.with_bucket(peer, |b, now| {
+            let elapsed = now.duration_since(b.last).as_secs_f64();
+            b.tokens = (b.tokens + elapsed * ADDRESS_RATE).min(ADDRESS_BURST);
+            b.last = now;
+            if b.tokens < 1.0 {
+                return Err((((1.0 - b.tokens) / ADDRESS_RATE).ceil() as u64).max(1));
+            }
+            b.tokens -= 1.0;
+            Ok(())
+        })
+    }
+
+    /// Counts a refused request of `peer` into its next summary.
+    pub fn absorbed(&self, peer: Option<std::net::IpAddr>) {
+        self.with_bucket(peer, |b, _| b.absorbed += 1);
+    }
+
+    /// The counts to summarise, per address, reset.
+    pub fn drain_absorbed(&self) -> Vec<(Option<std::net::IpAddr>, u64)> {
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        buckets
+            .iter_mut()
+            .filter(|(_, b)| b.absorbed > 0)
+            .map(|(k, b)| (*k, std::mem::take(&mut b.absorbed)))
+            .collect()
+    }
+
+    /// Addresses tracked now.
+    pub fn len(&self) -> usize {
+        self.buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no address is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_get_a_burst_then_refusals_are_counted_and_memory_stays_bounded() {
+        let limiter = AddressLimiter::default();
+        let a = Some("10.0.0.1".parse().unwrap());
+        let burst = ADDRESS_BURST as usize;
+        let admitted = (0..burst + 50).filter(|_| limiter.take(a).is_ok()).count();
+        // A refill of a few tokens during the loop is possible on a slow machine.
+        assert!((burst..burst + 5).contains(&admitted), "{admitted}");
+        assert!(limiter.take(a).unwrap_err() >= 1);
+        // Another address is unaffected.
+        assert!(limiter.take(Some("10.0.0.2".parse().unwrap())).is_ok());
+        for _ in 0..7 {
+            limiter.absorbed(a);
+        }
+        assert_eq!(limiter.drain_absorbed(), vec![(a, 7)]);
+        assert!(limiter.drain_absorbed().is_empty());
+        // Many addresses: the map never grows past its bound.
+        for i in 0..(MAX_ADDRESSES as u32 + 1000) {
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0b00_0000 + i));
+            let _ = limiter.take(Some(ip));
+        }
+        assert!(limiter.len() <= MAX_ADDRESSES + 1, "{}", limiter.len());
+    }
 
     #[test]
     fn burst_then_refuse_with_retry_after_and_per_principal_quota() {

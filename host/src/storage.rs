@@ -348,6 +348,33 @@ impl Store {
         })
     }
 
+    /// Deletes the token records (by hash) that `doomed` picks, in one transaction; returns
+    /// how many went.
+    pub fn delete_tokens(
+        &self,
+        doomed: impl Fn(&TokenRecord) -> bool,
+    ) -> Result<usize, StoreError> {
+        let victims: Vec<(String, String)> = self
+            .tokens()?
+            .into_iter()
+            .filter(|(_, r)| doomed(r))
+            .map(|(h, r)| (h, r.id))
+            .collect();
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        self.write(|txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            let mut ids = txn.open_table(TOKEN_IDS)?;
+            for (hash, id) in &victims {
+                tokens.remove(hash.as_str())?;
+                ids.remove(id.as_str())?;
+            }
+            Ok(())
+        })?;
+        Ok(victims.len())
+    }
+
     /// Every token record (with its hash).
     pub fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
         self.all(TOKENS)

@@ -96,9 +96,9 @@ fn run_capture(cmd: &mut Command) -> Option<String> {
 
 /// The rustup-managed `rustc` (not Debian's), used to locate the bundled linkers.
 fn rustup_rustc() -> PathBuf {
-    if let Some(home) = std::env::var_os("CARGO_HOME")
+    if let Some(home) = std::env::var_os(warden::env::CARGO_HOME)
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .or_else(|| std::env::var_os(warden::env::HOME).map(|h| PathBuf::from(h).join(".cargo")))
     {
         let candidate = home.join("bin/rustc");
         if candidate.exists() {
@@ -243,8 +243,6 @@ pub fn resolve(install: Install) -> Result<Toolchain, ToolchainError> {
 /// What `build` produced.
 #[derive(Debug, Clone)]
 pub struct Built {
-    /// The package name.
-    pub package: String,
     /// Path of the component.
     pub wasm: PathBuf,
 }
@@ -288,7 +286,7 @@ pub fn build(
     target_dir: &Path,
 ) -> Result<Built, ToolchainError> {
     let manifest = crate_dir.join("Cargo.toml");
-    let (package, lib_name) = crate_names(&manifest)?;
+    let (_package, lib_name) = crate_names(&manifest)?;
     let mut cmd = match toolchain {
         Toolchain::Rustup { cargo } => Command::new(cargo),
         Toolchain::Debian { .. } => Command::new(DEBIAN_CARGO),
@@ -319,7 +317,7 @@ pub fn build(
         .env("CARGO_TARGET_DIR", target_dir)
         .env("CARGO_TERM_COLOR", "never");
     if let Toolchain::Debian { linker_dir } = toolchain {
-        let path = std::env::var_os("PATH").unwrap_or_default();
+        let path = std::env::var_os(warden::env::PATH).unwrap_or_default();
         let mut paths = vec![linker_dir.join("gcc-ld")];
         paths.extend(std::env::split_paths(&path));
         let path = std::env::join_paths(paths).map_err(|e| ToolchainError::Crate(e.to_string()))?;
@@ -350,5 +348,5 @@ pub fn build(
             wasm.display()
         )));
     }
-    Ok(Built { package, wasm })
+    Ok(Built { wasm })
 }

@@ -7,21 +7,23 @@
 //! the local agent's token is printed once and only its hash is stored; a later start reuses
 //! the installed components and the compile cache, so it does not rebuild or recompile.
 
-use crate::auth::{self, IssueRequest};
-use crate::gateway::{Catalog, Gateway, GatewayOptions};
-use crate::identity::LOCAL_AGENT;
-use crate::runtime::cache::{create_private_dir, write_private_atomic};
-use crate::runtime::{Runtime, RuntimeConfig, SkillSettings};
-use crate::storage::TokenKind;
-use crate::storage::{SkillRecord, Store};
 use crate::toolchain::{self, Install};
-use crate::transport::http::{self, HttpState};
 use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use warden::auth::{self, IssueRequest};
+use warden::datadir::{
+    self, ADMIN_TOKEN_FILE, ENDPOINT_FILE, create_private_dir, write_private_atomic,
+};
+use warden::gateway::{Catalog, Gateway, GatewayOptions};
+use warden::identity::LOCAL_AGENT;
+use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
+use warden::storage::TokenKind;
+use warden::storage::{SkillRecord, Store};
+use warden::transport::http::{self, HttpState};
 
 /// First-party skills installed by `warden up`, under the `warden` namespace.
 pub const FIRST_PARTY: &[&str] = &["http", "text"];
@@ -52,20 +54,6 @@ pub struct UpOptions {
     pub unsafe_no_audit: bool,
 }
 
-/// File in the data directory holding the bootstrap admin token (0600).
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-/// File in the data directory holding the running gateway's base URL.
-pub const ENDPOINT_FILE: &str = "endpoint";
-
-/// The default data directory: `$XDG_DATA_HOME/warden` or `~/.local/share/warden`.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join("warden")
-}
-
 fn skills_source() -> Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
     if !dir.exists() {
@@ -85,7 +73,7 @@ async fn install_first_party(
     data_dir: &Path,
     rebuild: bool,
 ) -> Result<()> {
-    let skills_dir = data_dir.join("skills");
+    let skills_dir = data_dir.join(datadir::SKILLS_DIR);
     create_private_dir(&skills_dir)?;
     let mut toolchain = None;
     for name in FIRST_PARTY {
@@ -101,9 +89,9 @@ async fn install_first_party(
                 continue;
             };
             let src = skills_source()?.join(name);
-            let target = std::env::var_os("WARDEN_WASM_TARGET_DIR")
+            let target = std::env::var_os(warden::env::WASM_TARGET_DIR)
                 .map(PathBuf::from)
-                .unwrap_or_else(|| data_dir.join("build"));
+                .unwrap_or_else(|| data_dir.join(datadir::BUILD_DIR));
             eprintln!("warden: building first-party skill `{name}`...");
             let built =
                 tokio::task::spawn_blocking(move || toolchain::build(&tc, &src, &target)).await??;
@@ -135,9 +123,9 @@ async fn install_first_party(
 /// Runs the gateway until a shutdown signal.
 pub async fn up(opts: UpOptions) -> Result<()> {
     create_private_dir(&opts.data_dir)?;
-    let store = Arc::new(Store::open(&opts.data_dir.join("warden.redb"))?);
+    let store = Arc::new(Store::open(&opts.data_dir.join(datadir::STORE_FILE))?);
     let runtime = Runtime::new(RuntimeConfig {
-        cache_dir: Some(opts.data_dir.join("compiled")),
+        cache_dir: Some(opts.data_dir.join(datadir::COMPILED_DIR)),
         ..RuntimeConfig::default()
     })?;
     let catalog = Arc::new(Catalog::new());
@@ -207,7 +195,19 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         gateway: gateway.clone(),
         base_url,
     };
-    let app = http::router(state, opts.access.clone(), streams.clone());
+    let admin = warden::admin::router(gateway.clone());
+    let app = http::router(state, opts.access.clone(), streams.clone(), admin);
+    // Upkeep: summaries of refused floods, idle session bindings, long-expired tokens.
+    let upkeep = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(warden::gateway::core::HOUSEKEEPING_EVERY);
+            loop {
+                every.tick().await;
+                gateway.housekeeping().await;
+            }
+        })
+    };
 
     // Register the signal handlers before announcing readiness: a SIGTERM that arrives right
     // after the announcement must drain, not kill.
@@ -262,6 +262,8 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     .await?;
     // Calls still running past the drain window cannot be acknowledged any more; what was
     // acknowledged is stored durably before the process exits.
+    upkeep.abort();
+    gateway.housekeeping().await;
     let audit = gateway.audit.clone();
     tokio::task::spawn_blocking(move || audit.close()).await?;
     drop(store);

@@ -393,13 +393,7 @@ fn revoking_a_token_closes_its_open_streams() {
     let session = open_session(&addr, &token);
     let mut tcp = open_stream(&addr, &token, &session);
     tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut seen = String::new();
-    let mut buf = [0u8; 4096];
-    while !seen.contains("\r\n\r\n") {
-        let n = tcp.read(&mut buf).unwrap();
-        assert!(n > 0);
-        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
+    let seen = stream_head(&mut tcp);
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
     // The session belongs to the local agent: another agent's valid token with its id is
     // answered as if the session did not exist.
@@ -431,18 +425,7 @@ fn revoking_a_token_closes_its_open_streams() {
     let revoked_at = Instant::now();
     ok(warden(d, &["token", "revoke", &id]));
     // The stream ends (the chunked body's last chunk, or the connection closes).
-    loop {
-        match tcp.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-                if seen.ends_with("0\r\n\r\n") {
-                    break;
-                }
-            }
-            Err(e) => panic!("the stream stayed open after revocation: {e}"),
-        }
-    }
+    until_stream_ends(&mut tcp);
     assert!(revoked_at.elapsed() < Duration::from_secs(10));
     assert_eq!(
         call(
@@ -454,6 +437,148 @@ fn revoking_a_token_closes_its_open_streams() {
         .0,
         401
     );
+    assert!(up.stop().success());
+}
+
+/// Reads a stream until its response head arrives; returns what was read.
+fn stream_head(tcp: &mut std::net::TcpStream) -> String {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\r\n\r\n") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "the stream closed before its head: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    seen
+}
+
+/// Reads until the stream ends (last chunk or close); panics if it is still open after the
+/// socket's read timeout.
+fn until_stream_ends(tcp: &mut std::net::TcpStream) {
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                if seen.ends_with("0\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(e) => panic!("the stream stayed open: {e}"),
+        }
+    }
+}
+
+#[test]
+fn sessions_fail_closed_and_streams_end_with_their_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start(d);
+    let addr = up.addr.clone();
+    let token = up.token.clone().unwrap();
+    let adm = admin_token(d);
+    ok(warden(d, &["agent", "put", "default/default/dev/other"]));
+    let (other, _) = issue(d, "default/default/dev/other", &[]);
+    let list_body = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    let headers = |s: &str| format!("Mcp-Session-Id: {s}\r\nMCP-Protocol-Version: 2025-11-25\r\n");
+
+    // A session id warden never saw opened is refused (404) and recorded, even for a
+    // valid token.
+    let unknown = "00000000-0000-0000-0000-000000000000";
+    let (status, resp_headers, _) = post(&addr, Some(&token), &headers(unknown), list_body);
+    assert_eq!(status, 404);
+    let id = resp_headers
+        .iter()
+        .find(|(k, _)| k == "warden-request-id")
+        .map(|(_, v)| v.clone())
+        .expect("a correlation id");
+    let recs = records(&addr, &adm, "outcome=invalid");
+    let rec = recs
+        .iter()
+        .find(|r| r["id"] == id.as_str())
+        .unwrap_or_else(|| panic!("no record {id} in {recs:?}"));
+    assert_eq!(rec["error_class"], "session");
+    assert_eq!(rec["principal"], "default/default/dev/local");
+
+    // Another agent's DELETE is refused and does not end the owner's session.
+    let session = open_session(&addr, &token);
+    let delete = |token: &str, session: &str| {
+        raw(
+            &addr,
+            &format!(
+                "DELETE /mcp HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{}\
+                 Connection: close\r\n\r\n",
+                headers(session)
+            ),
+        )
+        .0
+    };
+    assert_eq!(delete(&other, &session), 404);
+    assert_eq!(
+        post(&addr, Some(&token), &headers(&session), list_body).0,
+        200
+    );
+    // The owner's DELETE ends it with 204, and the id is refused afterwards.
+    assert_eq!(delete(&token, &session), 204);
+    assert_eq!(
+        post(&addr, Some(&token), &headers(&session), list_body).0,
+        404
+    );
+
+    // A stream opened with a short-lived exchanged token ends when that token expires.
+    let exchange = format!(
+        "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={token}&expires_in=3"
+    );
+    let (status, _, body) = raw(
+        &addr,
+        &format!(
+            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{exchange}",
+            exchange.len()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let short = serde_json::from_str::<Value>(&body).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let opened = Instant::now();
+    let s1 = open_session(&addr, &short);
+    let mut expiring = open_stream(&addr, &short, &s1);
+    expiring
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(stream_head(&mut expiring).starts_with("HTTP/1.1 200"));
+
+    // A stream of a service token rotated with a grace window ends when the window does.
+    let (rotated, rotated_id) = issue(d, "default/default/dev/other", &[]);
+    let s2 = open_session(&addr, &rotated);
+    let mut graced = open_stream(&addr, &rotated, &s2);
+    graced
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    assert!(stream_head(&mut graced).starts_with("HTTP/1.1 200"));
+    let rotated_at = Instant::now();
+    ok(warden(
+        d,
+        &["token", "rotate", &rotated_id, "--grace", "2s"],
+    ));
+
+    until_stream_ends(&mut expiring);
+    let lived = opened.elapsed();
+    assert!(
+        lived >= Duration::from_secs(1),
+        "ended too early: {lived:?}"
+    );
+    until_stream_ends(&mut graced);
+    let graced_for = rotated_at.elapsed();
+    assert!(
+        graced_for >= Duration::from_secs(1),
+        "ended too early: {graced_for:?}"
+    );
+    assert!(graced_for < Duration::from_secs(15), "{graced_for:?}");
     assert!(up.stop().success());
 }
 
@@ -664,6 +789,19 @@ fn policy_is_applied_tested_and_enforced_through_the_gateway() {
         d,
         &["policy", "apply", local_text.to_str().unwrap()],
     ));
+    // show -> edit -> apply round-trips: the version line is a comment `apply` drops.
+    let shown = ok(warden(d, &["policy", "show"]));
+    assert!(shown.starts_with("// warden policy version "), "{shown}");
+    let edited = d.join("edited.cedar");
+    std::fs::write(&edited, &shown).unwrap();
+    ok(warden(d, &["policy", "apply", edited.to_str().unwrap()]));
+    let again = ok(warden(d, &["policy", "show"]));
+    assert_eq!(
+        again.lines().skip(1).collect::<Vec<_>>(),
+        shown.lines().skip(1).collect::<Vec<_>>(),
+        "the stored text does not grow a version line per round trip"
+    );
+    assert_ne!(again.lines().next(), shown.lines().next());
     let report = ts_client(&up, "v1", up.token.as_deref());
     assert!(report.get("error").is_none(), "{report}");
     let names: Vec<&str> = report["tools"]
@@ -731,7 +869,7 @@ async fn audit_records_every_outcome_and_detects_tampering() {
     let got: BTreeSet<(String, String)> = recs
         .iter()
         .filter(|r| r.request == "tools/call")
-        .map(|r| (r.tool.clone().unwrap(), r.outcome.clone()))
+        .map(|r| (r.tool.clone().unwrap(), r.outcome.to_string()))
         .collect();
     for (tool, outcome) in [
         ("warden_text__stats", "ok"),

@@ -405,9 +405,49 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
     );
     assert_eq!(status, 401);
 
-    // A browser origin that is not allowed: 403.
+    // A browser origin that is not allowed: 403; the gateway's own origin is accepted
+    // (same scheme, host and port as the Host), and so is its localhost spelling.
     let (status, _, _) = post(&addr, Some(&token), "Origin: http://evil.example\r\n", INIT);
     assert_eq!(status, 403);
+    let port = addr.rsplit_once(':').unwrap().1;
+    let (status, _, _) = post(
+        &addr,
+        Some(&token),
+        &format!(
+            "Origin: http://localhost:{}\r\n",
+            port.parse::<u16>().unwrap() + 1
+        ),
+        INIT,
+    );
+    assert_eq!(status, 403, "another port is another origin");
+    let (status, _, body) = post(
+        &addr,
+        Some(&token),
+        &format!("Origin: http://{addr}\r\n"),
+        INIT,
+    );
+    assert_eq!(status, 200, "same origin: {body}");
+    let (status, _, body) = raw(
+        &addr,
+        &format!(
+            "POST /mcp HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: http://localhost:{port}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{INIT}",
+            INIT.len()
+        ),
+    );
+    assert_eq!(status, 200, "same origin under localhost: {body}");
+    // A foreign Host is refused on every route, /readyz included (DNS rebinding).
+    for path in ["/mcp", "/readyz", "/healthz", "/token"] {
+        let (status, _, _) = raw(
+            &addr,
+            &format!(
+                "GET {path} HTTP/1.1\r\nHost: rebind.example:{port}\r\nConnection: close\r\n\r\n"
+            ),
+        );
+        assert_eq!(status, 403, "{path}");
+    }
 
     // An oversized body: 413.
     let big = format!(
@@ -471,7 +511,7 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
         "Mcp-Session-Id: 00000000-0000-0000-0000-000000000000\r\n",
         r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
     );
-    assert!(status == 404 || status == 400, "{status}");
+    assert_eq!(status, 404);
 
     // Health and readiness.
     let (status, _, body) = raw(
@@ -480,8 +520,30 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
     );
     assert_eq!(status, 200, "{body}");
     let ready: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(ready["skills"]["text"]["healthy"], true, "{ready}");
-    assert_eq!(ready["skills"]["http"]["healthy"], true, "{ready}");
+    // No token needed, so nothing more than readiness: skill names and errors are on the
+    // admin API.
+    assert_eq!(ready, serde_json::json!({"ready": true}), "{ready}");
+    let admin_token = std::fs::read_to_string(dir.path().join("admin.token")).unwrap();
+    let (status, _, body) = raw(
+        &addr,
+        &format!(
+            "GET /admin/v1/skills HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            admin_token.trim()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let skills: Value = serde_json::from_str(&body).unwrap();
+    let healthy: Vec<&str> = skills["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["health"]["healthy"] == true)
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        healthy.contains(&"text") && healthy.contains(&"http"),
+        "{skills}"
+    );
     let (status, _, _) = raw(
         &addr,
         &format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
@@ -581,7 +643,8 @@ impl InProcess {
             gateway: gateway.clone(),
             base_url: format!("http://{addr}"),
         };
-        let app = router(state, Default::default(), streams.clone());
+        let admin = warden::admin::router(gateway.clone());
+        let app = router(state, Default::default(), streams.clone(), admin);
         let server = tokio::spawn(serve(
             listener,
             app,

@@ -107,10 +107,45 @@ async fn panic_is_reported_with_its_message() {
     still_works(&skill).await;
 }
 
-#[tokio::test]
-async fn every_plain_capability_is_denied() {
-    let skill = load("hostile", SkillSettings::default()).await;
-    let probe = ok(&skill, "probe", json!({})).await;
+/// Runs `warden skill call hostile TOOL ARGS` as a real process with `stdin` fed to it and
+/// an extra environment variable; returns (stdout JSON, stderr).
+fn skill_call(tool: &str, args: serde_json::Value, stdin: &[u8]) -> (serde_json::Value, String) {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(crate::support::warden_bin())
+        .args(["skill", "call"])
+        .arg(crate::support::component("hostile"))
+        .arg(tool)
+        .arg(args.to_string())
+        .env("WARDEN_LOG", "info")
+        .env("WARDEN_PROBE_CANARY", "must-not-be-seen")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    // The host may never read it; a closed pipe is fine.
+    let _ = input.write_all(stdin);
+    drop(input);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn every_plain_capability_is_denied() {
+    // Something listens, so a refused connection is the sandbox's refusal, not an empty
+    // port's; the host process has a non-empty stdin and an extra variable the guest must
+    // not see.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (probe, _) = skill_call(
+        "probe",
+        json!({ "port": port }),
+        b"stdin the guest must not read\n",
+    );
     assert_eq!(
         probe,
         json!({
@@ -121,12 +156,17 @@ async fn every_plain_capability_is_denied() {
             "read_cwd": false,
             "create_file": false,
             "stdin_bytes": 0,
-            "tcp_connect": false,
+            "tcp_connect": "create: access-denied",
             "udp_bind": false,
             "dns_lookup": false,
             "secret_revealed": false,
             "http_unlisted": "denied",
         })
+    );
+    assert_eq!(
+        listener.accept().map(|_| ()).unwrap_err().kind(),
+        std::io::ErrorKind::WouldBlock,
+        "nothing connected to the listener"
     );
 }
 
@@ -158,13 +198,27 @@ async fn private_destinations_are_refused_even_when_listed() {
     }
 }
 
-#[tokio::test]
-async fn log_flood_is_bounded() {
-    let skill = load("hostile", SkillSettings::default()).await;
-    assert_eq!(
-        ok(&skill, "log_flood", json!({})).await,
-        json!({"ok": true})
+#[test]
+fn log_flood_is_bounded() {
+    // The skill emits 10,000 records of 100,000 bytes; the host keeps 256 of at most
+    // 2,048 bytes each and says how many it dropped.
+    let (ack, stderr) = skill_call("log_flood", json!({}), b"");
+    assert_eq!(ack, json!({"ok": true}));
+    let kept = stderr
+        .lines()
+        .filter(|l| l.contains("warden::skill"))
+        .count();
+    assert_eq!(kept, 256, "records kept");
+    assert!(
+        stderr.contains("dropped=9744"),
+        "the drop is reported: {}",
+        stderr.lines().last().unwrap_or_default()
     );
+    assert!(
+        stderr.lines().all(|l| l.len() < 4096),
+        "a record longer than the cap reached the log"
+    );
+    assert!(stderr.len() < 256 * 4096, "{} bytes of log", stderr.len());
 }
 
 #[tokio::test]

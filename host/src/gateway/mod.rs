@@ -15,12 +15,14 @@
 //! (paths, traps' host context) never reach the agent beyond the runtime's own messages; a
 //! new store starts with the starter policy (version 1), never with no policy at all.
 
-pub mod mcp;
+pub mod core;
+
+pub use self::core::{Caller, Credentials, Refusal, ToolReply};
 
 use crate::audit::{AuditLog, ChainKey};
 use crate::identity::{self, valid_segment};
 use crate::policy::{PolicyEngine, PolicyError, PolicyVersion, STARTER_POLICY, Target};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{AddressLimiter, RateLimiter};
 use crate::runtime::{Skill, ToolInfo};
 use crate::storage::{Store, StoreError};
 use std::collections::BTreeMap;
@@ -144,10 +146,11 @@ impl Catalog {
                     exposed,
                 });
             }
-            if let Some(owner) = entries
-                .get(&exposed)
-                .filter(|e| e.skill.name() != skill.name())
-            {
+            // Exposed names are unique ignoring case: names that differ only by case are
+            // refused rather than told apart.
+            if let Some(owner) = entries.values().find(|e| {
+                e.exposed.eq_ignore_ascii_case(&exposed) && e.skill.name() != skill.name()
+            }) {
                 return Err(CatalogError::Collision {
                     exposed,
                     owner: owner.skill.name().to_owned(),
@@ -241,6 +244,10 @@ pub struct Gateway {
     pub streams: StreamRegistry,
     /// The agent behind each MCP session.
     pub sessions: SessionBindings,
+    /// Unauthenticated requests per client address.
+    addresses: AddressLimiter,
+    /// When long-expired tokens were last pruned (Unix seconds).
+    last_prune: std::sync::Mutex<u64>,
     /// Where each skill is installed: skill name -> workspaces (`*`: every workspace).
     installs: RwLock<std::collections::HashMap<String, Vec<String>>>,
     policy: RwLock<Arc<ActivePolicy>>,
@@ -248,53 +255,93 @@ pub struct Gateway {
 }
 
 /// Which agent opened each MCP session (2025-11-25 sessions), so a session id is only
-/// honoured with its own agent's tokens. Bounded: the oldest bindings go first.
+/// honoured with its own agent's tokens. Fail closed: a session id warden did not see
+/// opened (or whose binding expired) is refused. Bounded: bindings idle for
+/// [`SESSION_IDLE`] expire, and beyond [`MAX_SESSIONS`] the least recently used go first
+/// (their clients are refused and open a new session).
 #[derive(Debug, Default)]
 pub struct SessionBindings {
-    inner: std::sync::Mutex<(
-        std::collections::HashMap<String, String>,
-        std::collections::VecDeque<String>,
-    )>,
+    inner: std::sync::Mutex<std::collections::HashMap<String, Binding>>,
+}
+
+#[derive(Debug)]
+struct Binding {
+    agent: String,
+    last_used: std::time::Instant,
 }
 
 /// Most session bindings kept.
-const MAX_SESSIONS: usize = 100_000;
+pub const MAX_SESSIONS: usize = 100_000;
+/// How long an unused session binding is kept.
+pub const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3_600);
 
 impl SessionBindings {
-    /// Records that `agent` opened `session`.
-    pub fn bind(&self, session: &str, agent: &str) {
-        let mut guard = self
-            .inner
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Binding>> {
+        self.inner
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (map, order) = &mut *guard;
-        if map.insert(session.to_owned(), agent.to_owned()).is_none() {
-            order.push_back(session.to_owned());
-        }
-        while order.len() > MAX_SESSIONS {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Whether `agent` may use `session` (a session warden did not see opened is left to
-    /// the MCP layer, which refuses unknown ids).
+    /// Records that `agent` opened `session`.
+    pub fn bind(&self, session: &str, agent: &str) {
+        let mut map = self.lock();
+        if map.len() >= MAX_SESSIONS && !map.contains_key(session) {
+            if let Some(cutoff) =
+                std::time::Instant::now().checked_sub(std::time::Duration::from_secs(60))
+            {
+                map.retain(|_, b| b.last_used > cutoff);
+            }
+            if map.len() >= MAX_SESSIONS
+                && let Some(oldest) = map
+                    .iter()
+                    .min_by_key(|(_, b)| b.last_used)
+                    .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(
+            session.to_owned(),
+            Binding {
+                agent: agent.to_owned(),
+                last_used: std::time::Instant::now(),
+            },
+        );
+    }
+
+    /// Whether `agent` may use `session`: only the agent that opened it, and only while
+    /// its binding lives.
     pub fn allows(&self, session: &str, agent: &str) -> bool {
-        let guard = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.0.get(session).is_none_or(|owner| owner == agent)
+        let mut map = self.lock();
+        match map.get_mut(session) {
+            Some(b) if b.agent == agent => {
+                b.last_used = std::time::Instant::now();
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Drops a closed session.
     pub fn forget(&self, session: &str) {
-        let mut guard = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.0.remove(session);
+        self.lock().remove(session);
+    }
+
+    /// Drops bindings idle for longer than [`SESSION_IDLE`].
+    pub fn expire_idle(&self) {
+        let now = std::time::Instant::now();
+        self.lock()
+            .retain(|_, b| now.duration_since(b.last_used) < SESSION_IDLE);
+    }
+
+    /// Bindings kept now.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none are kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -419,7 +466,7 @@ impl Gateway {
             .into_iter()
             .map(|(name, r)| (name, r.workspaces))
             .collect();
-        let key = ChainKey::load_or_create(&data_dir.join("audit.key"))?;
+        let key = ChainKey::load_or_create(&data_dir.join(crate::datadir::AUDIT_KEY_FILE))?;
         let mut audit = AuditLog::start(store.clone(), key)?;
         if !options.audit {
             audit.disable_for_benchmarks();
@@ -433,6 +480,8 @@ impl Gateway {
             audience: options.audience,
             streams: StreamRegistry::default(),
             sessions: SessionBindings::default(),
+            addresses: AddressLimiter::default(),
+            last_prune: std::sync::Mutex::new(0),
             installs: RwLock::new(installs),
             policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
@@ -465,7 +514,7 @@ impl Gateway {
 
     /// Whether `skill` is installed in the workspace of `subject`. A skill the store does not
     /// know (installed programmatically, e.g. in tests) is installed everywhere.
-    pub fn installed_for(&self, skill: &str, subject: &crate::policy::Subject) -> bool {
+    pub fn installed_for(&self, skill: &str, subject: &crate::identity::Subject) -> bool {
         let installs = self
             .installs
             .read()

@@ -31,6 +31,7 @@
 //!
 //! Threat: over-broad access to tools, and policy mistakes that silently allow.
 
+pub use crate::identity::Subject;
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, Effect, Entities, Entity, EntityId,
     EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, Request, RequestBuilder,
@@ -96,32 +97,6 @@ pub enum PolicyError {
     Invalid(String),
 }
 
-/// Who is calling.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Subject {
-    /// Tenant.
-    pub tenant: String,
-    /// Workspace.
-    pub workspace: String,
-    /// Environment (e.g. dev, prod).
-    pub environment: String,
-    /// Agent name.
-    pub agent: String,
-    /// Groups the agent belongs to.
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
-impl Subject {
-    /// The agent's path `tenant/workspace/environment/agent` (its Cedar entity id).
-    pub fn path(&self) -> String {
-        format!(
-            "{}/{}/{}/{}",
-            self.tenant, self.workspace, self.environment, self.agent
-        )
-    }
-}
-
 /// Which tool is called.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Target {
@@ -155,8 +130,11 @@ pub struct Target {
 pub struct Circumstances {
     /// Current time, RFC 3339 (UTC).
     pub now: String,
-    /// The client's IP address.
-    pub client_ip: IpAddr,
+    /// The client's IP address, when the transport knows it. Unknown stays unknown: a
+    /// policy that reads `context.clientIp` then errors, so its `permit` does not match and
+    /// its `forbid` denies.
+    #[serde(default)]
+    pub client_ip: Option<IpAddr>,
     /// The principal's calls in the current minute, this one included.
     #[serde(default)]
     pub rate: i64,
@@ -253,6 +231,7 @@ struct Reads {
     client_ip: bool,
     rate: bool,
     arguments: bool,
+    numbers: bool,
 }
 
 impl Reads {
@@ -261,6 +240,7 @@ impl Reads {
         client_ip: true,
         rate: true,
         arguments: true,
+        numbers: true,
     };
 
     fn of(text: &str) -> Self {
@@ -269,6 +249,7 @@ impl Reads {
             client_ip: text.contains("clientIp"),
             rate: text.contains("rate"),
             arguments: text.contains("arguments") || text.contains("numbers"),
+            numbers: text.contains("numbers"),
         }
     }
 
@@ -278,6 +259,7 @@ impl Reads {
             client_ip: self.client_ip || o.client_ip,
             rate: self.rate || o.rate,
             arguments: self.arguments || o.arguments,
+            numbers: self.numbers || o.numbers,
         }
     }
 }
@@ -617,10 +599,12 @@ impl PolicyEngine {
         if reads.now {
             context.push(("now".to_owned(), RestrictedExpression::new_datetime(&c.now)));
         }
-        if reads.client_ip {
+        if reads.client_ip
+            && let Some(ip) = c.client_ip
+        {
             context.push((
                 "clientIp".to_owned(),
-                RestrictedExpression::new_ip(c.client_ip.to_string()),
+                RestrictedExpression::new_ip(ip.to_string()),
             ));
         }
         if reads.rate {
@@ -637,7 +621,7 @@ impl PolicyEngine {
                 (k.clone(), RestrictedExpression::new_string(text))
             });
             let longs = c.arguments.iter().filter_map(|(k, v)| {
-                Some((k.clone(), RestrictedExpression::new_long(v.as_i64()?)))
+                Some((k.clone(), RestrictedExpression::new_long(as_long(v)?)))
             });
             extra.push(
                 Entity::new_with_tags(arguments.clone(), [], [], strings)
@@ -681,6 +665,22 @@ impl PolicyEngine {
 
     fn evaluate(&self, s: &Subject, t: &Target, c: &Circumstances) -> Result<Decision, String> {
         let slice = self.slice(s, t)?;
+        // A number no Long can hold would be missing from `context.numbers`, so a
+        // `hasTag`-guarded forbid would not see it while the skill does: refuse the call.
+        if slice.reads.numbers
+            && let Some(name) = c
+                .arguments
+                .iter()
+                .find(|(_, v)| v.is_number() && as_long(v).is_none())
+                .map(|(k, _)| k)
+        {
+            return Ok(Decision::Deny {
+                reasons: vec![format!(
+                    "argument `{name}` is a number policy cannot represent (fractional or beyond 64 bits)"
+                )],
+                policies: Vec::new(),
+            });
+        }
         let arguments = if slice.reads.arguments {
             Arguments::Known
         } else {
@@ -756,6 +756,23 @@ impl PolicyEngine {
     }
 }
 
+/// A number argument as `context.numbers` presents it: integers, also when spelled `1e3`
+/// or `1000.0`, as a Long; None for anything else (not a number, fractional, or beyond
+/// 64 bits).
+fn as_long(v: &Value) -> Option<i64> {
+    if let Some(n) = v.as_i64() {
+        return Some(n);
+    }
+    let f = v.as_f64()?;
+    // i64::MAX is not exactly representable as f64; 2^63 is the first value beyond it.
+    const LIMIT: f64 = 9_223_372_036_854_775_808.0;
+    if f.fract() == 0.0 && (-LIMIT..LIMIT).contains(&f) {
+        #[allow(clippy::cast_possible_truncation)]
+        return Some(f as i64);
+    }
+    None
+}
+
 /// A policy set as stored: its text and version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyVersion {
@@ -818,7 +835,7 @@ mod tests {
     fn at(args: Value) -> Circumstances {
         Circumstances {
             now: "2026-11-25T10:00:00Z".into(),
-            client_ip: "127.0.0.1".parse().unwrap(),
+            client_ip: Some("127.0.0.1".parse().unwrap()),
             rate: 1,
             arguments: args.as_object().cloned().unwrap_or_default(),
         }
@@ -869,6 +886,92 @@ mod tests {
                 .unwrap()
                 .may_call(&ops, &target(), &at(Value::Null))
         );
+    }
+
+    #[test]
+    fn numbers_a_long_cannot_hold_do_not_slip_past_a_forbid() {
+        let engine = PolicyEngine::new(
+            r#"permit (principal, action, resource);
+               @id("small-only") @reason("too many items")
+               forbid (principal, action, resource)
+               when { context.numbers.hasTag("limit") && context.numbers.getTag("limit") > 100 };"#,
+        )
+        .unwrap();
+        let ops = subject(&["ops"]);
+        let decide = |raw: &str| {
+            let args: Value = serde_json::from_str(&format!(r#"{{"limit": {raw}}}"#)).unwrap();
+            engine.decide(&ops, &target(), &at(args))
+        };
+        // Integers however spelled are the same Long: the forbid sees them.
+        for big in ["1e3", "1000.0", "1000", "101"] {
+            assert!(
+                matches!(decide(big), Decision::Deny { ref reasons, .. } if reasons == &["too many items"]),
+                "{big}"
+            );
+        }
+        // Numbers no Long represents are refused outright.
+        for odd in [
+            "9223372036854775808",
+            "18446744073709551616",
+            "1e300",
+            "100.5",
+            "-1e19",
+        ] {
+            match decide(odd) {
+                Decision::Deny { reasons, .. } => {
+                    assert!(
+                        reasons[0].contains("cannot represent"),
+                        "{odd}: {reasons:?}"
+                    )
+                }
+                d => panic!("{odd}: {d:?}"),
+            }
+        }
+        for fine in ["5", "1e2", "100.0", "-9223372036854775808"] {
+            assert!(matches!(decide(fine), Decision::Allow { .. }), "{fine}");
+        }
+        // A policy set that never reads numbers lets fractional arguments through.
+        let open = PolicyEngine::new("permit (principal, action, resource);").unwrap();
+        let args = serde_json::json!({"temperature": 0.7});
+        assert!(matches!(
+            open.decide(&ops, &target(), &at(args)),
+            Decision::Allow { .. }
+        ));
+    }
+
+    #[test]
+    fn an_unknown_client_address_matches_no_permit_that_reads_it() {
+        let engine = PolicyEngine::new(
+            r#"permit (principal, action, resource)
+               when { context.clientIp.isInRange(ip("127.0.0.0/8")) };"#,
+        )
+        .unwrap();
+        let ops = subject(&["ops"]);
+        let known = at(serde_json::json!({}));
+        assert!(matches!(
+            engine.decide(&ops, &target(), &known),
+            Decision::Allow { .. }
+        ));
+        let unknown = Circumstances {
+            client_ip: None,
+            ..known
+        };
+        assert!(matches!(
+            engine.decide(&ops, &target(), &unknown),
+            Decision::Deny { .. }
+        ));
+        assert!(!engine.may_call(&ops, &target(), &unknown));
+        // A forbid that reads it fails closed.
+        let engine = PolicyEngine::new(
+            r#"permit (principal, action, resource);
+               forbid (principal, action, resource)
+               when { !context.clientIp.isLoopback() };"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            engine.decide(&ops, &target(), &unknown),
+            Decision::Deny { .. }
+        ));
     }
 
     #[test]

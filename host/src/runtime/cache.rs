@@ -19,7 +19,6 @@
 
 use std::fs;
 use std::hash::{Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use wasmtime::Engine;
 use wasmtime::component::Component;
@@ -67,7 +66,7 @@ impl ArtifactCache {
     /// Opens (creating if needed, mode 0700) the cache directory and its MAC key.
     pub fn open(dir: &Path, engine: &Engine) -> Result<Self, CacheError> {
         create_private_dir(dir)?;
-        let key_path = dir.join("cache.key");
+        let key_path = dir.join(crate::datadir::CACHE_KEY_FILE);
         let key = match fs::read(&key_path) {
             Ok(bytes) if bytes.len() == 32 => {
                 let mut key = [0u8; 32];
@@ -152,37 +151,12 @@ impl ArtifactCache {
     }
 }
 
-/// Creates `dir` (and parents) and restricts it to its owner (0700).
-pub(crate) fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io_err(dir))?;
-    }
-    Ok(())
+/// Creates `dir` private to its owner (see [`crate::datadir`]).
+fn create_private_dir(dir: &Path) -> Result<(), CacheError> {
+    crate::datadir::create_private_dir(dir).map_err(io_err(dir))
 }
 
-/// Writes `bytes` to `path` through a temporary file, mode 0600, then renames it.
-pub(crate) fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
-    let mut nonce = [0u8; 8];
-    getrandom::fill(&mut nonce).map_err(|e| CacheError::Random(e.to_string()))?;
-    let tmp = path.with_extension(format!("tmp{}", u64::from_le_bytes(nonce)));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(io_err(path))
+/// Writes a private file atomically (see [`crate::datadir`]).
+fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
+    crate::datadir::write_private_atomic(path, bytes).map_err(io_err(path))
 }

@@ -41,7 +41,7 @@ pub enum ContractError {
     #[error("tool name {0:?} is invalid: use 1-{MAX_TOOL_NAME} characters of [a-zA-Z0-9_-]")]
     BadName(String),
     /// Two tools share a name.
-    #[error("tool name `{0}` is declared twice")]
+    #[error("tool name `{0}` is declared twice (names that differ only by case are the same)")]
     Duplicate(String),
     /// A description is empty or too long.
     #[error("tool `{0}`: description must be 1-{MAX_DESCRIPTION} bytes")]
@@ -155,7 +155,9 @@ pub fn validate_tools(raw: Vec<wit::Tool>) -> Result<Vec<ToolInfo>, ContractErro
         if !valid_tool_name(&tool.name) {
             return Err(ContractError::BadName(tool.name.chars().take(80).collect()));
         }
-        if !seen.insert(tool.name.clone()) {
+        // Names that differ only by case would confuse agents and operators (and some
+        // clients fold case): one of them per skill.
+        if !seen.insert(tool.name.to_ascii_lowercase()) {
             return Err(ContractError::Duplicate(tool.name));
         }
         if tool.description.trim().is_empty() || tool.description.len() > MAX_DESCRIPTION {
@@ -292,6 +294,10 @@ mod tests {
             (vec![tool("has space", OBJ)], "invalid"),
             (vec![tool(&"x".repeat(49), OBJ)], "invalid"),
             (vec![tool("a", OBJ), tool("a", OBJ)], "twice"),
+            (
+                vec![tool("Stats", OBJ), tool("stats", OBJ)],
+                "differ only by case",
+            ),
             (vec![tool("a", "{not json")], "not valid JSON"),
             (
                 vec![tool("a", r#"{"type":"string"}"#)],

@@ -16,13 +16,13 @@
 //! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools, and
 //! resource exhaustion through oversized requests.
 
-use crate::audit::{self, AuditRecord, elapsed_us};
-use crate::auth::{self, AuthError, Principal};
-use crate::gateway::mcp::McpHandler;
-use crate::gateway::{Gateway, StreamWatch};
+use super::slot::AuditSlot;
+use super::wire::{self, Rejection};
+use crate::audit::{Outcome, PendingRecord};
+use crate::gateway::{Credentials, Gateway, Refusal, StreamWatch};
 use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,16 +30,13 @@ use axum::{Json, Router};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use std::future::Future as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// The MCP session header.
 const SESSION_HEADER: &str = "mcp-session-id";
-
-/// Largest accepted request body.
-pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// What the HTTP transport needs.
 #[derive(Clone)]
@@ -56,115 +53,34 @@ impl HttpState {
     }
 }
 
-/// The client address of a request.
-pub fn client_ip(extensions: &http::Extensions) -> Option<String> {
+/// The client address of a request, when the server knows it (unknown stays unknown).
+pub fn peer(extensions: &http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip())
 }
 
-/// A 401 with the RFC 9728 challenge.
-fn unauthorized(state: &HttpState, e: &AuthError) -> Response {
-    let mut challenge = format!("Bearer resource_metadata=\"{}\"", state.metadata_url());
-    if !matches!(e, AuthError::Missing) {
-        challenge.push_str(", error=\"invalid_token\"");
-    }
-    // The wire says only "missing" or "invalid"; the audit record says which.
-    let body = if matches!(e, AuthError::Missing) {
-        "missing bearer token"
-    } else if matches!(e, AuthError::InQuery) {
-        "tokens are not accepted in the query string"
-    } else {
-        "invalid token"
-    };
-    let mut resp = (StatusCode::UNAUTHORIZED, body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
-}
-
-/// 503: the audit trail cannot take records, so the request is refused (fail closed).
-pub(crate) fn audit_unavailable() -> Response {
-    (StatusCode::SERVICE_UNAVAILABLE, audit::UNAVAILABLE).into_response()
-}
-
-/// The audit record of a refusal made at this layer.
-fn refusal(
-    req: &Request,
-    principal: Option<&Principal>,
-    outcome: &str,
-    class: Option<&str>,
-    started: std::time::Instant,
-) -> AuditRecord {
-    let mut record = AuditRecord::begin(
-        format!("{} /mcp", req.method()),
-        client_ip(req.extensions()),
-    );
-    if let Some(p) = principal {
-        record.principal = Some(p.subject.path());
-        record.token_id = Some(p.token_id.clone());
-    }
-    record.outcome = outcome.into();
-    record.error_class = class.map(str::to_owned);
-    record.latency_us = elapsed_us(started);
-    record
-}
-
-/// Returns `response` once `record` is durable (503 if it cannot be written).
-async fn after_record(gateway: &Gateway, record: AuditRecord, response: Response) -> Response {
-    if gateway.audit.record(record).await.is_err() {
-        return audit_unavailable();
-    }
-    response
-}
-
-async fn require_token(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
+/// The `/mcp` layer: opens the request's pending record, admits the caller through the
+/// gateway core (credentials, rate limit), checks the session binding, and records what
+/// no later stage finished. Streams end when their token is revoked or expires.
+async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let gateway = &state.gateway;
-    let _expected = gateway.audit.expect();
-    // A hash and two redb point reads (hot pages are cached in memory): cheap enough to run
-    // inline; a thread hop would cost more than the lookups.
-    let outcome = auth::authenticate(
-        &gateway.store,
-        req.headers()
+    let peer = peer(req.extensions());
+    let mut record = gateway.audit.open(format!("{} /mcp", req.method()), peer);
+    let credentials = Credentials {
+        authorization: req
+            .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-        req.uri().query(),
-        &gateway.audience,
-    );
-    let principal = match outcome {
-        Ok(principal) => principal,
-        Err(AuthError::Store(e)) => {
-            tracing::error!(error = %e, "token store failed; refusing request");
-            return StatusCode::SERVICE_UNAVAILABLE.into_response();
-        }
-        Err(e) => {
-            let record = refusal(&req, None, "unauthenticated", Some(e.class()), started);
-            return after_record(gateway, record, unauthorized(&state, &e)).await;
-        }
+        query: req.uri().query(),
     };
-    let agent = principal.subject.path();
-    match gateway.limiter.check(&agent, principal.rate_limit) {
-        Ok(admitted) => {
-            req.extensions_mut().insert(admitted);
-        }
-        Err(limited) => {
-            let mut response = (
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit exceeded; retry later",
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(limited.retry_after_secs),
-            );
-            let record = refusal(&req, Some(&principal), "rate_limited", None, started);
-            return after_record(gateway, record, response).await;
-        }
-    }
-    // A session belongs to the agent that opened it: another agent's token with its id is
-    // answered as if the session did not exist.
+    let caller = match gateway.admit(credentials, peer, &mut record) {
+        Ok(caller) => caller,
+        Err(refusal) => return refuse(&state, record, peer, &refusal).await,
+    };
+    let agent = caller.principal.subject.path();
+    // A session belongs to the agent that opened it; an id this agent did not open (or
+    // warden never saw) is answered as a session that does not exist.
     let session = req
         .headers()
         .get(SESSION_HEADER)
@@ -173,27 +89,38 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
     if let Some(id) = &session
         && !gateway.sessions.allows(id, &agent)
     {
-        let class = Some("session_principal");
-        let record = refusal(&req, Some(&principal), "denied", class, started);
-        let response = (StatusCode::NOT_FOUND, "session not found").into_response();
-        return after_record(gateway, record, response).await;
+        return rejected(record, Rejection::UnknownSession).await;
     }
     let closing = req.method() == axum::http::Method::DELETE;
-    let token_id = principal.token_id.clone();
-    req.extensions_mut().insert(principal);
-    let response = next.run(req).await;
-    if let Some(new) = response
-        .headers()
-        .get(SESSION_HEADER)
-        .and_then(|v| v.to_str().ok())
+    let token_id = caller.principal.token_id.clone();
+    let expires_at = caller.principal.expires_at;
+    let slot = AuditSlot::new(record);
+    req.extensions_mut().insert(caller);
+    req.extensions_mut().insert(slot.clone());
+    let mut response = next.run(req).await;
+    let success = response.status().is_success();
+    if success
+        && let Some(new) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
         && session.as_deref() != Some(new)
     {
         gateway.sessions.bind(new, &agent);
     }
-    if closing && let Some(id) = &session {
-        gateway.sessions.forget(id);
+    if closing && success {
+        if let Some(id) = &session {
+            gateway.sessions.forget(id);
+        }
+        // A session ended is answered 204 (some clients treat 202 as a failure).
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+        }
     }
-    // Streams stay open only while their token does: revocation ends them.
+    if let Some(record) = slot.take_unless_handler_owned(success) {
+        response = wire::recorded(record, response).await;
+    }
+    // Streams stay open only while their token does: revocation or expiry ends them.
     let is_stream = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -201,24 +128,59 @@ async fn require_token(State(state): State<HttpState>, mut req: Request, next: N
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream {
         let watch = gateway.streams.watch(&token_id);
+        // Registered, then re-checked: a revocation whose close pass ran before the
+        // registration is seen here (the store was updated before that pass).
+        let still_valid = crate::auth::still_valid(&gateway.store, &token_id);
+        if !still_valid {
+            watch.closed.cancel();
+        }
         let (parts, body) = response.into_parts();
-        return Response::from_parts(parts, Body::new(UntilRevoked::new(body, watch)));
+        return Response::from_parts(parts, Body::new(UntilRevoked::new(body, watch, expires_at)));
     }
     response
 }
 
-/// A response body that ends when its token is revoked.
+/// Answers a refusal of the core: a flooding address's refusals are folded into its
+/// summary record; every other refusal is recorded before it is sent.
+async fn refuse(
+    state: &HttpState,
+    record: PendingRecord,
+    peer: Option<IpAddr>,
+    refusal: &Refusal,
+) -> Response {
+    let response = wire::refusal(refusal, record.id(), &state.metadata_url());
+    if matches!(refusal, Refusal::Flooded { .. }) {
+        state.gateway.absorb(record, peer);
+        return response;
+    }
+    wire::finish(record, refusal.outcome(), response).await
+}
+
+/// Records and answers a wire-level rejection.
+pub(crate) async fn rejected(mut record: PendingRecord, rejection: Rejection) -> Response {
+    record.record().error_class = Some(rejection.class().to_owned());
+    let response = rejection.response(record.id());
+    wire::finish(record, Outcome::Invalid, response).await
+}
+
+/// A response body that ends when its token is revoked or expires.
 struct UntilRevoked {
     inner: Body,
     closed: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    expiry: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     _watch: StreamWatch,
 }
 
 impl UntilRevoked {
-    fn new(inner: Body, watch: StreamWatch) -> Self {
+    fn new(inner: Body, watch: StreamWatch, expires_at: Option<u64>) -> Self {
+        let expiry = expires_at.map(|at| {
+            let left = at.saturating_sub(crate::identity::now_secs());
+            Box::pin(tokio::time::sleep(Duration::from_secs(left)))
+        });
         Self {
             inner,
             closed: Box::pin(watch.closed.clone().cancelled_owned()),
+            expiry,
             _watch: watch,
         }
     }
@@ -235,6 +197,11 @@ impl http_body::Body for UntilRevoked {
         if self.closed.as_mut().poll(cx).is_ready() {
             return std::task::Poll::Ready(None);
         }
+        if let Some(expiry) = self.expiry.as_mut()
+            && expiry.as_mut().poll(cx).is_ready()
+        {
+            return std::task::Poll::Ready(None);
+        }
         std::pin::Pin::new(&mut self.inner).poll_frame(cx)
     }
 }
@@ -242,14 +209,16 @@ impl http_body::Body for UntilRevoked {
 /// `POST /token`: OAuth 2.0 token exchange (RFC 8693) of a service token for a short-lived
 /// agent token bound to this gateway. Form fields: `grant_type` (the token-exchange URN),
 /// `subject_token` (the service token), optional `resource` or `audience` (must be this
-/// gateway's MCP URL) and `expires_in` (seconds, at most an hour).
-async fn token_exchange(
-    State(state): State<HttpState>,
-    ConnectInfo(addr): ConnectInfo<SocketAddr>,
-    axum::Form(form): axum::Form<std::collections::HashMap<String, String>>,
-) -> Response {
-    let started = std::time::Instant::now();
+/// gateway's MCP URL) and `expires_in` (seconds, at most an hour). Every request counts
+/// against its address's limit and gets an audit record (or, beyond the limit, a share in
+/// the address's summary record).
+async fn token_exchange(State(state): State<HttpState>, req: Request) -> Response {
     let gateway = &state.gateway;
+    let peer = peer(req.extensions());
+    let mut record = gateway.audit.open("token/exchange", peer);
+    if let Err(refusal) = gateway.admit_address(peer) {
+        return refuse(&state, record, peer, &refusal).await;
+    }
     let oauth_error = |status: StatusCode, code: &str, description: &str| {
         (
             status,
@@ -257,13 +226,35 @@ async fn token_exchange(
         )
             .into_response()
     };
-    let mut record = AuditRecord::begin("token/exchange", Some(addr.ip().to_string()));
+    let body = match axum::body::to_bytes(req.into_body(), 16 * 1024).await {
+        Ok(b) => b,
+        Err(_) => return rejected(record, Rejection::TooLarge).await,
+    };
+    let form: std::collections::HashMap<String, String> = match serde_urlencoded::from_bytes(&body)
+    {
+        Ok(f) => f,
+        Err(_) => {
+            record.record().error_class = Some("invalid_request".into());
+            let response = oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the body must be a form (application/x-www-form-urlencoded)",
+            );
+            return wire::finish(record, Outcome::Invalid, response).await;
+        }
+    };
+    let invalid = |mut record: PendingRecord, code: &'static str, description: &str| {
+        record.record().error_class = Some(code.to_owned());
+        let response = oauth_error(StatusCode::BAD_REQUEST, code, description);
+        wire::finish(record, Outcome::Invalid, response)
+    };
     if form.get("grant_type").map(String::as_str) != Some(TOKEN_EXCHANGE_GRANT) {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return invalid(
+            record,
             "unsupported_grant_type",
             "use grant_type=urn:ietf:params:oauth:grant-type:token-exchange",
-        );
+        )
+        .await;
     }
     let audience = form
         .get("resource")
@@ -271,34 +262,30 @@ async fn token_exchange(
         .cloned()
         .unwrap_or_else(|| gateway.audience.clone());
     if audience != gateway.audience {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
+        return invalid(
+            record,
             "invalid_target",
             "this gateway only issues tokens for its own MCP URL",
-        );
+        )
+        .await;
     }
     let ttl = match form.get("expires_in").map(|v| v.parse::<u64>()) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(_)) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
+            return invalid(
+                record,
                 "invalid_request",
                 "expires_in must be a number of seconds",
-            );
+            )
+            .await;
         }
     };
     let subject = form.get("subject_token").map(String::as_str).unwrap_or("");
-    let issued = auth::exchange(&gateway.store, subject, &audience, ttl);
-    record.latency_us = elapsed_us(started);
-    match issued {
+    match crate::auth::exchange(&gateway.store, subject, &audience, ttl) {
         Ok(issued) => {
-            record.principal = Some(issued.record.principal.clone());
-            record.token_id = issued.record.parent.clone();
-            record.outcome = "ok".into();
-            if gateway.audit.record(record).await.is_err() {
-                return audit_unavailable();
-            }
+            record.record().principal = Some(issued.record.principal.clone());
+            record.record().token_id = issued.record.parent.clone();
             let expires_in = issued
                 .record
                 .expires_at
@@ -312,23 +299,26 @@ async fn token_exchange(
             .into_response();
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            resp
+            wire::finish(record, Outcome::Ok, resp).await
         }
-        Err(AuthError::Store(e)) => {
+        Err(crate::auth::AuthError::Store(e)) => {
             tracing::error!(error = %e, "token store failed; refusing exchange");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+            let id = record.id().to_owned();
+            wire::finish(
+                record,
+                Outcome::Error,
+                wire::refusal(&Refusal::StoreUnavailable, &id, ""),
+            )
+            .await
         }
         Err(e) => {
-            record.outcome = "unauthenticated".into();
-            record.error_class = Some(e.class().to_owned());
-            if gateway.audit.record(record).await.is_err() {
-                return audit_unavailable();
-            }
-            oauth_error(
+            record.record().error_class = Some(e.class().to_owned());
+            let response = oauth_error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_grant",
                 "the subject token is not a valid service token",
-            )
+            );
+            wire::finish(record, Outcome::Unauthenticated, response).await
         }
     }
 }
@@ -345,35 +335,33 @@ async fn resource_metadata(State(state): State<HttpState>) -> Json<serde_json::V
     }))
 }
 
-/// Readiness: 200 once tools are installed, with each skill's health (an unhealthy skill
-/// keeps the gateway ready, since its other skills still serve, but is reported).
+/// Readiness: 200 once tools are installed, 503 before. It needs no token (probes send
+/// none), so it says nothing more; each skill's health is on the admin API.
 async fn ready(State(state): State<HttpState>) -> Response {
-    let entries = state.gateway.catalog.list();
-    if entries.is_empty() {
+    let tools = state.gateway.catalog.list().len();
+    if tools == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "no tools installed").into_response();
     }
-    let mut skills = std::collections::BTreeMap::new();
-    for entry in &entries {
-        skills
-            .entry(entry.skill.name().to_owned())
-            .or_insert_with(|| {
-                let h = entry.skill.health();
-                serde_json::json!({
-                    "healthy": h.healthy,
-                    "calls": h.calls,
-                    "consecutive_traps": h.consecutive_traps,
-                    "last_error": h.last_error,
-                })
-            });
-    }
-    Json(serde_json::json!({"ready": true, "tools": entries.len(), "skills": skills}))
-        .into_response()
+    Json(serde_json::json!({"ready": true})).into_response()
 }
 
-/// Which browser origins and `Host` names `/mcp` accepts.
+/// Any other route: 404, recorded like every request.
+async fn not_found(State(state): State<HttpState>, req: Request) -> Response {
+    let path: String = req.uri().path().chars().take(64).collect();
+    let mut record = state
+        .gateway
+        .audit
+        .open(format!("{} {path}", req.method()), peer(req.extensions()));
+    record.record().error_class = Some("404".into());
+    let response = (StatusCode::NOT_FOUND, "not found").into_response();
+    wire::finish(record, Outcome::Invalid, response).await
+}
+
+/// Which browser origins and `Host` names the gateway accepts.
 #[derive(Debug, Clone, Default)]
 pub struct AccessRules {
-    /// Browser origins allowed to call `/mcp` (any other `Origin` gets 403).
+    /// Browser origins allowed besides the gateway's own (same-origin) pages:
+    /// `scheme://host[:port]`, where no port means the scheme's default and `:*` any port.
     pub allowed_origins: Vec<String>,
     /// Host names accepted in addition to the loopback names (for a gateway reached under
     /// another name; DNS-rebinding protection otherwise refuses them).
@@ -383,37 +371,176 @@ pub struct AccessRules {
 /// Loopback names always accepted in the `Host` header.
 pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 
-/// Builds the router. Cancelling `streams` ends open MCP streams and sessions.
-pub fn router(state: HttpState, access: AccessRules, streams: CancellationToken) -> Router {
+/// An origin or host as compared: lower-case scheme and host, and the port (the scheme's
+/// default when absent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Site {
+    scheme: String,
+    host: String,
+    /// None: any port (an allow-list entry ending in `:*`).
+    port: Option<u16>,
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+fn bare_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+/// Parses `scheme://host[:port]` (an `Origin` value or an allow-list entry).
+fn parse_site(value: &str) -> Option<Site> {
+    let value = value.trim();
+    let (base, any_port) = match value.strip_suffix(":*") {
+        Some(b) => (b, true),
+        None => (value, false),
+    };
+    let uri: http::Uri = base.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let authority = uri.authority()?;
+    if uri.path() != "/" && !uri.path().is_empty() {
+        return None;
+    }
+    let port = if any_port {
+        if authority.port().is_some() {
+            return None;
+        }
+        None
+    } else {
+        Some(authority.port_u16().or_else(|| default_port(&scheme))?)
+    };
+    Some(Site {
+        scheme,
+        host: bare_host(authority.host()),
+        port,
+    })
+}
+
+/// The compiled access rules.
+#[derive(Debug, Clone)]
+struct Access {
+    hosts: Vec<String>,
+    origins: Vec<Site>,
+}
+
+impl Access {
+    fn new(rules: &AccessRules) -> Self {
+        Self {
+            hosts: LOOPBACK_HOSTS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .chain(rules.extra_hosts.iter().map(|h| bare_host(h)))
+                .collect(),
+            origins: rules
+                .allowed_origins
+                .iter()
+                .filter_map(|o| {
+                    let site = parse_site(o);
+                    if site.is_none() {
+                        tracing::warn!(origin = %o, "ignoring an allowed origin that does not parse");
+                    }
+                    site
+                })
+                .collect(),
+        }
+    }
+
+    /// DNS-rebinding and cross-origin protection: the `Host` must be one this gateway
+    /// answers to; an `Origin`, when present, must be the gateway's own (same scheme, host
+    /// and port as the `Host`) or on the allow-list (exact port; the scheme's default when
+    /// the entry names none; any port only with `:*`).
+    fn check(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .ok_or(Rejection::BadHost)?;
+        let host_name = bare_host(host.host());
+        if !self.hosts.contains(&host_name) {
+            return Err(Rejection::BadHost);
+        }
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(());
+        };
+        let origin = origin
+            .to_str()
+            .ok()
+            .and_then(parse_site)
+            .filter(|o| o.port.is_some())
+            .ok_or(Rejection::BadOrigin)?;
+        let same_origin = origin.scheme == "http"
+            && origin.host == host_name
+            && origin.port == host.port_u16().or(Some(80));
+        let listed = self.origins.iter().any(|a| {
+            a.scheme == origin.scheme
+                && a.host == origin.host
+                && (a.port.is_none() || a.port == origin.port)
+        });
+        if same_origin || listed {
+            Ok(())
+        } else {
+            Err(Rejection::BadOrigin)
+        }
+    }
+}
+
+/// The outermost layer of every route: refuses a bad `Host` or `Origin` (403) with an
+/// audit record, before anything else runs.
+async fn access_layer(
+    State((gateway, access)): State<(Arc<Gateway>, Arc<Access>)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match access.check(req.headers()) {
+        Ok(()) => next.run(req).await,
+        Err(rejection) => {
+            let path: String = req.uri().path().chars().take(64).collect();
+            let record = gateway
+                .audit
+                .open(format!("{} {path}", req.method()), peer(req.extensions()));
+            rejected(record, rejection).await
+        }
+    }
+}
+
+/// Builds the router. Cancelling `streams` ends open MCP streams and sessions. The admin
+/// API (`admin`) is merged in by the caller (`up` assembles the routers).
+pub fn router(
+    state: HttpState,
+    access: AccessRules,
+    streams: CancellationToken,
+    admin: Router,
+) -> Router {
     let gateway = state.gateway.clone();
-    let hosts: Vec<String> = LOOPBACK_HOSTS
-        .iter()
-        .map(|h| (*h).to_owned())
-        .chain(access.extra_hosts)
-        .collect();
+    let compiled = Arc::new(Access::new(&access));
     let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
-        .with_allowed_origins(access.allowed_origins)
-        .enforce_origin_validation()
-        .with_max_request_body_bytes(MAX_BODY_BYTES)
+        // Host and Origin are checked (with an audit record) by `access_layer`; rmcp
+        // checks the Host again.
+        .with_allowed_hosts(compiled.hosts.clone())
+        .disable_allowed_origins()
+        .with_max_request_body_bytes(super::jsonrpc::MAX_BODY_BYTES)
         // Stateless (2026-07-28) calls answer with plain JSON, not a one-event SSE stream.
         .with_json_response(true)
         .with_cancellation_token(streams);
     let mcp = StreamableHttpService::new(
-        move || Ok(McpHandler::new(gateway.clone())),
+        move || Ok(super::mcp::McpHandler::new(gateway.clone())),
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    // Layers run outside-in: authentication first, then the JSON-RPC guard, then rmcp.
+    // Layers run outside-in: admission first, then the JSON-RPC guard, then rmcp.
     let protected = Router::new()
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn_with_state(
-            state.gateway.clone(),
-            super::jsonrpc::guard,
-        ))
+        .layer(axum::middleware::from_fn(super::jsonrpc::guard))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            require_token,
+            mcp_layer,
         ));
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -427,9 +554,14 @@ pub fn router(state: HttpState, access: AccessRules, streams: CancellationToken)
             get(resource_metadata),
         )
         .route("/token", post(token_exchange))
+        .fallback(not_found)
         .with_state(state.clone())
         .merge(protected)
-        .merge(crate::admin::router(state.gateway.clone()))
+        .merge(admin)
+        .layer(axum::middleware::from_fn_with_state(
+            (state.gateway.clone(), compiled),
+            access_layer,
+        ))
 }
 
 /// Serves until `signal` is cancelled. Then it stops accepting connections, waits (up to
@@ -471,5 +603,81 @@ pub async fn serve(
             tracing::warn!("drain window over; closing remaining connections");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(rules: &AccessRules, host: &str, origin: Option<&str>) -> Result<(), Rejection> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_str(host).unwrap());
+        if let Some(o) = origin {
+            headers.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+        }
+        Access::new(rules).check(&headers)
+    }
+
+    #[test]
+    fn hosts_and_origins() {
+        let none = AccessRules::default();
+        assert_eq!(check(&none, "127.0.0.1:7878", None), Ok(()));
+        assert_eq!(check(&none, "[::1]:7878", None), Ok(()));
+        assert_eq!(
+            check(&none, "evil.example:7878", None),
+            Err(Rejection::BadHost)
+        );
+        // The gateway's own pages (same origin) are accepted; other origins are not.
+        assert_eq!(
+            check(&none, "localhost:7878", Some("http://localhost:7878")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&none, "127.0.0.1:7878", Some("http://127.0.0.1:7878")),
+            Ok(())
+        );
+        for foreign in [
+            "http://evil.example",
+            "http://localhost:9999",
+            "https://localhost:7878",
+            "null",
+            "garbage",
+        ] {
+            assert_eq!(
+                check(&none, "localhost:7878", Some(foreign)),
+                Err(Rejection::BadOrigin),
+                "{foreign}"
+            );
+        }
+        // An allow-list entry without a port means the scheme's default port only.
+        let listed = AccessRules {
+            allowed_origins: vec![
+                "https://app.example".into(),
+                "http://dev.example:*".into(),
+                "http://tools.example:3000".into(),
+            ],
+            extra_hosts: vec!["gw.example".into()],
+        };
+        assert_eq!(
+            check(&listed, "gw.example", Some("https://app.example")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&listed, "gw.example", Some("https://app.example:443")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&listed, "gw.example", Some("https://app.example:8443")),
+            Err(Rejection::BadOrigin)
+        );
+        assert_eq!(
+            check(&listed, "gw.example", Some("http://dev.example:5173")),
+            Ok(())
+        );
+        assert_eq!(
+            check(&listed, "gw.example", Some("http://tools.example:3001")),
+            Err(Rejection::BadOrigin)
+        );
     }
 }

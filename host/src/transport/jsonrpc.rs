@@ -6,23 +6,29 @@
 //! body is read once up to the size limit (413 beyond), and a request that passes is handed
 //! on byte for byte.
 //!
-//! It is also where requests other than `tools/call` and `tools/list` (which the MCP handler
-//! audits with their decision) get their audit record, so every MCP request has one.
+//! Tool names are bounded here: a `tools/call` whose name is longer than 64 characters or
+//! has characters outside `[A-Za-z0-9_-]` can name no installed tool, and is refused as an
+//! unknown tool before anything stores it.
+//!
+//! It names each request in its pending audit record and finishes the record of every
+//! request it refuses, so a refused request has its record too.
 //!
 //! Threat: parser confusion and error-path differences between layers (a request one layer
 //! rejects and another accepts).
 
-use crate::audit::AuditRecord;
-use crate::auth::Principal;
-use crate::gateway::Gateway;
+use super::slot::AuditSlot;
+use super::wire::{self, Rejection};
+use crate::audit::Outcome;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use std::sync::Arc;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
 
 /// JSON-RPC parse error.
 pub const PARSE_ERROR: i64 = -32700;
@@ -62,10 +68,59 @@ fn error(status: StatusCode, id: Option<&RawValue>, code: i64, message: &str) ->
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// Parses a body once: what is wrong with it (`Err`), else its method (`None` for a
-/// response).
-fn check(body: &[u8]) -> Result<Option<&str>, Box<Response>> {
+/// What the guard learned of a well-formed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Parsed<'a> {
+    /// The method (`None` for a response).
+    method: Option<&'a str>,
+    /// The tool name of a `tools/call`.
+    tool: Option<&'a str>,
+}
+
+/// Deepest nesting of arrays and objects accepted (below serde_json's own limit, so no
+/// later parser of the same body fails on depth where this one passed).
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether `body` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets inside
+/// strings do not count). A linear scan, before any parser recurses.
+fn too_deep(body: &[u8]) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parses a body once: what is wrong with it (`Err`), else its method and tool name.
+fn check(body: &[u8]) -> Result<Parsed<'_>, Box<Response>> {
     let fail = |r: Response| Err(Box::new(r));
+    if too_deep(body) {
+        return fail(error(
+            StatusCode::BAD_REQUEST,
+            None,
+            INVALID_REQUEST,
+            "Invalid Request: nested too deeply",
+        ));
+    }
     let envelope: Envelope<'_> = match serde_json::from_slice(body) {
         Ok(e) => e,
         Err(e) if e.is_syntax() || e.is_eof() => {
@@ -95,6 +150,7 @@ fn check(body: &[u8]) -> Result<Option<&str>, Box<Response>> {
             "Invalid Request: not a JSON-RPC 2.0 message",
         ));
     }
+    let mut tool = None;
     if envelope.method == Some("tools/call") {
         let bad = |why: &str| {
             fail(error(
@@ -110,85 +166,112 @@ fn check(body: &[u8]) -> Result<Option<&str>, Box<Response>> {
         let Ok(params) = serde_json::from_str::<CallParams<'_>>(params.get()) else {
             return bad("params must be an object");
         };
-        if !params.name.is_some_and(|n| n.get().starts_with('"')) {
-            return bad("`name` must be a string");
+        let Some(name) = params
+            .name
+            .and_then(|n| serde_json::from_str::<&str>(n.get()).ok())
+        else {
+            return bad("`name` must be a string without escapes");
+        };
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_TOOL_NAME
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !well_formed {
+            return bad("unknown tool");
         }
+        tool = Some(name);
         if let Some(args) = params.arguments
             && !(args.get().starts_with('{') || args.get() == "null")
         {
             return bad("`arguments` must be an object");
         }
     }
-    Ok(envelope.method)
+    Ok(Parsed {
+        method: envelope.method,
+        tool,
+    })
 }
 
-/// Middleware: buffers POST bodies (up to `limit`), answers malformed JSON-RPC itself, and
-/// audits every request the MCP handler does not audit itself (all but `tools/call` and
-/// `tools/list`): the record is durable before the response leaves.
-pub async fn guard(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let started = std::time::Instant::now();
-    // Built only for the requests audited here, not on the tool-call path.
-    let begin = |request: String, extensions: &http::Extensions| {
-        let mut record = AuditRecord::begin(request, super::http::client_ip(extensions));
-        if let Some(p) = extensions.get::<Principal>() {
-            record.principal = Some(p.subject.path());
-            record.token_id = Some(p.token_id.clone());
-        }
-        record
-    };
-    let (record, response) = if req.method() == Method::POST {
-        let (parts, body) = req.into_parts();
-        let bytes: Bytes = match axum::body::to_bytes(body, super::http::MAX_BODY_BYTES).await {
-            Ok(b) => b,
-            Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
-        };
-        let request = match check(&bytes) {
-            Err(response) => {
-                return audited(
-                    &gateway,
-                    begin("invalid".into(), &parts.extensions),
-                    started,
-                    *response,
-                )
-                .await;
-            }
-            // The MCP handler audits these with their decision.
-            Ok(Some("tools/call" | "tools/list")) => None,
-            Ok(method) => Some(method.unwrap_or("response").to_owned()),
-        };
-        let record = request.map(|r| begin(r, &parts.extensions));
-        let response = next
-            .run(Request::from_parts(parts, Body::from(bytes)))
+/// The 2026-07-28 routing headers must say what the body says: a request whose
+/// `Mcp-Method` (or, for `tools/call`, `Mcp-Name`) differs from its body is refused, so no
+/// layer routes or checks by the header what another runs by the body.
+fn headers_match(headers: &http::HeaderMap, parsed: Parsed<'_>) -> bool {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{0}"));
+    let method_ok = header("mcp-method").is_none_or(|m| Some(m) == parsed.method);
+    let name_ok =
+        parsed.tool.is_none() || header("mcp-name").is_none_or(|n| Some(n) == parsed.tool);
+    method_ok && name_ok
+}
+
+/// Longest tool name accepted on the wire (the rule major LLM APIs enforce; no installed
+/// tool is longer).
+pub const MAX_TOOL_NAME: usize = crate::gateway::MAX_EXPOSED_NAME;
+
+/// Middleware: buffers POST bodies (up to the limit), answers malformed JSON-RPC itself,
+/// and names the request in its pending audit record (the [`AuditSlot`] the `/mcp` layer
+/// put in the request): it finishes the record of a request it refuses; `tools/call` and
+/// `tools/list` are finished by the MCP handler, everything else by the `/mcp` layer.
+pub async fn guard(req: Request, next: Next) -> Response {
+    let slot = req.extensions().get::<AuditSlot>().cloned();
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refused(
+                slot,
+                Some(Rejection::TooLarge),
+                "too_large",
+                StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+            )
             .await;
-        match record {
-            Some(record) => (record, response),
-            None => return response,
         }
-    } else {
-        let record = begin(format!("{} /mcp", req.method()), req.extensions());
-        (record, next.run(req).await)
     };
-    audited(&gateway, record, started, response).await
+    match check(&bytes) {
+        Err(response) => refused(slot, None, "invalid", *response).await,
+        Ok(parsed) if !headers_match(&parts.headers, parsed) => {
+            let response = error(
+                StatusCode::BAD_REQUEST,
+                None,
+                INVALID_REQUEST,
+                "Invalid Request: the Mcp-Method or Mcp-Name header does not match the body",
+            );
+            refused(slot, None, "header_mismatch", response).await
+        }
+        Ok(parsed) => {
+            if let Some(slot) = &slot {
+                let method = parsed.method.unwrap_or("response");
+                let name: String = method.chars().take(64).collect();
+                slot.name(&name, matches!(method, "tools/call" | "tools/list"));
+            }
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+    }
 }
 
-/// Records the outcome of `response` and returns it once the record is durable (503 if it
-/// cannot be written).
-async fn audited(
-    gateway: &Gateway,
-    mut record: AuditRecord,
-    started: std::time::Instant,
+/// Finishes the record of a request the guard refuses, and answers.
+async fn refused(
+    slot: Option<AuditSlot>,
+    rejection: Option<Rejection>,
+    class: &'static str,
     response: Response,
 ) -> Response {
-    let status = response.status();
-    record.outcome = if status.is_success() { "ok" } else { "error" }.into();
-    if !status.is_success() {
-        record.error_class = Some(status.as_u16().to_string());
+    match slot.as_ref().and_then(AuditSlot::take) {
+        Some(mut record) => {
+            record.record().error_class = Some(class.to_owned());
+            let response = match rejection {
+                Some(r) => r.response(record.id()),
+                None => response,
+            };
+            wire::finish(record, Outcome::Invalid, response).await
+        }
+        // Without a slot (not behind the /mcp layer) nothing is recorded here.
+        None => response,
     }
-    record.latency_us = crate::audit::elapsed_us(started);
-    if gateway.audit.record(record).await.is_err() {
-        return super::http::audit_unavailable();
-    }
-    response
 }
 
 #[cfg(test)]
@@ -239,6 +322,33 @@ mod tests {
         );
         assert_eq!(code(&call("[1]")), Some((200, INVALID_PARAMS)));
         assert_eq!(code(&call(r#"{"name":"t","arguments":{"a":1}}"#)), None);
+        // Tool names are bounded on the wire: at most 64 of [A-Za-z0-9_-].
+        let long = "a".repeat(MAX_TOOL_NAME + 1);
+        for bad in [long.as_str(), "", "a b", "x/../y", r"caf\u00e9", r"t\u0000"] {
+            assert_eq!(
+                code(&call(&format!(r#"{{"name":"{bad}"}}"#))),
+                Some((200, INVALID_PARAMS)),
+                "{bad}"
+            );
+        }
+        // Nesting is bounded before any parser recurses; brackets in strings do not count.
+        let nested = |depth: usize| {
+            call(&format!(
+                r#"{{"name":"t","arguments":{{"a":{}1{}}}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            ))
+        };
+        assert_eq!(code(&nested(MAX_DEPTH - 4)), None);
+        assert_eq!(code(&nested(MAX_DEPTH)), Some((400, INVALID_REQUEST)));
+        assert_eq!(code(&nested(100_000)), Some((400, INVALID_REQUEST)));
+        let quoted = format!(
+            r#"{{"name":"t","arguments":{{"a":"{}"}}}}"#,
+            "[".repeat(1000)
+        );
+        assert_eq!(code(&call(&quoted)), None);
+        let longest = "a".repeat(MAX_TOOL_NAME);
+        assert_eq!(code(&call(&format!(r#"{{"name":"{longest}"}}"#))), None);
         assert_eq!(
             code(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#),
             None

@@ -1,6 +1,13 @@
-//! Transports: the only place that knows wire formats: Streamable HTTP (`http`, with the
-//! JSON-RPC guard in `jsonrpc`) and the stdio bridge (`stdio`, `warden connect`).
+//! Transports: the only place that knows wire formats. Streamable HTTP (`http`: the
+//! routes and the `/mcp` admission layer; `jsonrpc`: the JSON-RPC guard; `mcp`: the rmcp
+//! handler; `slot`: how a request's pending audit record travels between them), the stdio
+//! bridge (`stdio`, `warden connect`), and `wire`, the one module that
+//! turns refusals and failures into statuses and JSON-RPC errors. Each is an adapter around
+//! the gateway core (`gateway::core`).
 
 pub mod http;
 pub mod jsonrpc;
+pub mod mcp;
+pub mod slot;
 pub mod stdio;
+pub mod wire;

@@ -97,7 +97,8 @@ pub async fn run(config: BridgeConfig) -> Result<()> {
     Ok(())
 }
 
-pub(crate) async fn connect(
+/// Opens an HTTP/1.1 connection to `uri` (plain or TLS) for one client at a time.
+pub async fn connect(
     uri: &http::Uri,
 ) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
     let host = uri.host().context("--url has no host")?.to_owned();

@@ -152,8 +152,9 @@ struct Probe {
     create_file: bool,
     /// Bytes read from stdin.
     stdin_bytes: usize,
-    /// A TCP connection to 127.0.0.1:22 could be started.
-    tcp_connect: bool,
+    /// What a TCP connection to 127.0.0.1:`port` came to: `connected`, or the stage and
+    /// WASI error code that stopped it (`create: access-denied` is the sandbox).
+    tcp_connect: String,
     /// A UDP socket could be bound.
     udp_bind: bool,
     /// A DNS lookup returned addresses.
@@ -164,9 +165,18 @@ struct Probe {
     http_unlisted: String,
 }
 
+/// Arguments of `probe`.
+#[derive(Deserialize, JsonSchema)]
+struct ProbeArgs {
+    /// A loopback port the caller listens on (so a refused connection is the sandbox's
+    /// doing, not an empty port's).
+    #[serde(default)]
+    port: u16,
+}
+
 /// Try every capability that must be denied by default.
 #[tool]
-fn probe() -> Result<Probe, ToolError> {
+fn probe(args: ProbeArgs) -> Result<Probe, ToolError> {
     let mut stdin = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut stdin);
     let http_unlisted = match http::Request::get("http://example.com/").send() {
@@ -182,7 +192,7 @@ fn probe() -> Result<Probe, ToolError> {
         read_cwd: std::fs::read_dir(".").is_ok(),
         create_file: std::fs::File::create("/tmp/warden-hostile").is_ok(),
         stdin_bytes: stdin.len(),
-        tcp_connect: sockets::tcp_connect(),
+        tcp_connect: sockets::tcp_connect(args.port),
         udp_bind: sockets::udp_bind(),
         dns_lookup: sockets::dns_lookup(),
         secret_revealed: secrets::reveal("OPENAI_API_KEY").is_ok(),
@@ -213,16 +223,20 @@ mod sockets {
         })
     }
 
-    pub fn tcp_connect() -> bool {
+    pub fn tcp_connect(port: u16) -> String {
         let net = instance_network::instance_network();
-        let Ok(sock) = tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) else {
-            return false;
+        let sock = match tcp_create_socket::create_tcp_socket(IpAddressFamily::Ipv4) {
+            Ok(s) => s,
+            Err(e) => return format!("create: {}", e.name()),
         };
-        if sock.start_connect(&net, loopback(22)).is_err() {
-            return false;
+        if let Err(e) = sock.start_connect(&net, loopback(port)) {
+            return format!("connect: {}", e.name());
         }
         sock.subscribe().block();
-        sock.finish_connect().is_ok()
+        match sock.finish_connect() {
+            Ok(_) => "connected".to_owned(),
+            Err(e) => format!("finish: {}", e.name()),
+        }
     }
 
     pub fn udp_bind() -> bool {

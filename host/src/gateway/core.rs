@@ -1,0 +1,428 @@
+//! The gateway core: the one entry point every transport calls, knowing no wire format.
+//!
+//! A transport hands the core what it learned of a request (the credentials, the peer
+//! address if it has one, and the request's pending audit record) and gets back an
+//! admitted [`Caller`] or a [`Refusal`]; then, for an admitted caller, the outcome of the
+//! request ([`Gateway::list_tools`], [`Gateway::call_tool`]). Streamable HTTP
+//! (`transport::http` with `transport::mcp` for rmcp) is one adapter around it; a second
+//! transport reuses it unchanged.
+//!
+//! Invariants:
+//! - Admission is: credentials -> principal (refused: 401), then the agent's rate limit
+//!   (429). Unauthenticated refusals count against a per-address limit of their own;
+//!   beyond it the refusals are summarised in one record per address and window, so a
+//!   flood cannot fill the trail or the writer's queue.
+//! - The peer is an `Option`: unknown stays unknown, and policy sees no `clientIp` then.
+//! - Every request's pending record is finished here with a typed outcome, before the
+//!   answer is returned; when it cannot be written the answer is withheld (fail closed).
+//! - Policy runs on the entry that is then dispatched; a denied tool and an unknown tool get
+//!   the same refusal; tool failures are results the model can read, with fixed messages
+//!   for traps and internal failures (their details go to the trail and the log).
+//!
+//! Threat: a request that skips a check or leaves no trace, internal details (traps,
+//! wasmtime chains) reaching an agent, and unauthenticated floods.
+
+use super::{Entry, Gateway, target};
+use crate::audit::{Outcome, PendingRecord, digest, redact};
+use crate::auth::{self, AuthError, Principal};
+use crate::policy::{Circumstances, Decision};
+use crate::runtime::{CallContext, CallError, TrapKind};
+use serde_json::{Map, Value};
+use std::net::IpAddr;
+
+/// What a transport learned of the caller's credentials.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header (or the transport's equivalent).
+    pub authorization: Option<&'a str>,
+    /// The request's query string (tokens there are refused).
+    pub query: Option<&'a str>,
+}
+
+/// An admitted caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Who.
+    pub principal: Principal,
+    /// From where, when the transport knows.
+    pub peer: Option<IpAddr>,
+    /// The agent's calls in the current minute, this one included.
+    pub rate: i64,
+}
+
+/// Why the core refused a request. Each has a fixed public message (see
+/// `transport::wire`); the details are in the audit record and the operator's log.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// No valid credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(AuthError),
+    /// Over the agent's rate limit.
+    #[error("rate limited")]
+    RateLimited {
+        /// Seconds until a request will be admitted.
+        retry_after_secs: u64,
+    },
+    /// Unauthenticated, from an address over its limit of refusals: the transport folds
+    /// the record into the address's summary ([`Gateway::absorb`]).
+    #[error("too many unauthenticated requests from this address")]
+    Flooded {
+        /// Seconds until a request will be considered.
+        retry_after_secs: u64,
+    },
+    /// The caller may not do this (e.g. a read-only admin role).
+    #[error("forbidden")]
+    Forbidden,
+    /// No such tool, or one the caller may not see.
+    #[error("unknown tool")]
+    UnknownTool,
+    /// The audit trail cannot take records (fail closed).
+    #[error("the audit trail is unavailable")]
+    AuditUnavailable,
+    /// The store failed (fail closed).
+    #[error("the store is unavailable")]
+    StoreUnavailable,
+}
+
+impl Refusal {
+    /// The audit outcome of this refusal.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Self::Unauthenticated(_) => Outcome::Unauthenticated,
+            Self::RateLimited { .. } | Self::Flooded { .. } => Outcome::RateLimited,
+            Self::Forbidden => Outcome::Denied,
+            Self::UnknownTool => Outcome::UnknownTool,
+            Self::AuditUnavailable | Self::StoreUnavailable => Outcome::Error,
+        }
+    }
+
+    /// A short class for the audit record.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated(e) => e.class(),
+            Self::RateLimited { .. } => "rate_limit",
+            Self::Flooded { .. } => "flood",
+            Self::Forbidden => "forbidden",
+            Self::UnknownTool => "unknown_tool",
+            Self::AuditUnavailable => "audit",
+            Self::StoreUnavailable => "store",
+        }
+    }
+}
+
+/// What a tool call produced: a result (`is_error` for tool failures, which the model can
+/// read and correct) for the transport to encode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolReply {
+    /// The text block.
+    pub text: String,
+    /// The structured result, when the tool declares an output schema.
+    pub structured: Option<Value>,
+    /// A tool failure (not a protocol error).
+    pub is_error: bool,
+}
+
+impl ToolReply {
+    fn failure(text: String) -> Self {
+        Self {
+            text,
+            structured: None,
+            is_error: true,
+        }
+    }
+}
+
+/// The message an agent sees for a failed call. The tool's own errors and argument
+/// validation are for the model to read; traps and host-side failures get a fixed message
+/// and the correlation id, never their details.
+pub fn public_failure(e: &CallError, correlation: &str) -> String {
+    match e {
+        CallError::InvalidArguments(_) | CallError::Tool { .. } => e.to_string(),
+        CallError::Trap(kind) => {
+            let what = match kind {
+                TrapKind::Deadline => "it ran past its deadline",
+                TrapKind::OutOfFuel => "it ran out of fuel",
+                TrapKind::MemoryLimit => "it needed more memory than its limit",
+                TrapKind::StackOverflow => "it overflowed its stack",
+                TrapKind::Panic(_) => "it panicked",
+                TrapKind::Other(_) => "it trapped",
+            };
+            format!("the tool was stopped: {what} (ref {correlation})")
+        }
+        CallError::Busy => "the tool is busy; try again later".to_owned(),
+        CallError::UnknownTool(_) | CallError::Unavailable(_) | CallError::BadResult(_) => {
+            format!("the tool failed (ref {correlation})")
+        }
+    }
+}
+
+/// A short class of a call error, for the audit record.
+pub fn error_class(e: &CallError) -> &'static str {
+    match e {
+        CallError::UnknownTool(_) => "unknown_tool",
+        CallError::InvalidArguments(_) => "invalid_arguments",
+        CallError::Tool { .. } => "tool",
+        CallError::Trap(TrapKind::Deadline) => "deadline",
+        CallError::Trap(TrapKind::OutOfFuel) => "fuel",
+        CallError::Trap(TrapKind::MemoryLimit) => "memory",
+        CallError::Trap(TrapKind::StackOverflow) => "stack",
+        CallError::Trap(TrapKind::Panic(_)) => "panic",
+        CallError::Trap(TrapKind::Other(_)) => "trap",
+        CallError::Busy => "busy",
+        CallError::Unavailable(_) => "unavailable",
+        CallError::BadResult(_) => "bad_result",
+    }
+}
+
+impl Gateway {
+    /// Admits a request: its credentials must name a live agent token, and the agent must
+    /// be within its rate limit. Fills the principal into `record`. A refusal leaves the
+    /// record for the caller to finish with [`Refusal::outcome`] (or, for an address over
+    /// its unauthenticated limit, to [`Gateway::absorb`]).
+    pub fn admit(
+        &self,
+        credentials: Credentials<'_>,
+        peer: Option<IpAddr>,
+        record: &mut PendingRecord,
+    ) -> Result<Caller, Refusal> {
+        let authenticated = auth::authenticate(
+            &self.store,
+            credentials.authorization,
+            credentials.query,
+            &self.audience,
+        );
+        let principal = match authenticated {
+            Ok(p) => p,
+            Err(AuthError::Store(e)) => {
+                tracing::error!(error = %e, "token store failed; refusing request");
+                record.record().error_class = Some("store".into());
+                return Err(Refusal::StoreUnavailable);
+            }
+            Err(e) => {
+                record.record().error_class = Some(e.class().to_owned());
+                if let Err(retry_after_secs) = self.addresses.take(peer) {
+                    return Err(Refusal::Flooded { retry_after_secs });
+                }
+                return Err(Refusal::Unauthenticated(e));
+            }
+        };
+        let r = record.record();
+        r.principal = Some(principal.subject.path());
+        r.token_id = Some(principal.token_id.clone());
+        match self
+            .limiter
+            .check(&principal.subject.path(), principal.rate_limit)
+        {
+            Ok(admitted) => Ok(Caller {
+                principal,
+                peer,
+                rate: admitted.rate,
+            }),
+            Err(limited) => Err(Refusal::RateLimited {
+                retry_after_secs: limited.retry_after_secs,
+            }),
+        }
+    }
+
+    /// Counts a request that needs no credentials to be refused (`POST /token`) against
+    /// its address's limit: `Err(Refusal::Flooded)` beyond it.
+    pub fn admit_address(&self, peer: Option<IpAddr>) -> Result<(), Refusal> {
+        self.addresses
+            .take(peer)
+            .map_err(|retry_after_secs| Refusal::Flooded { retry_after_secs })
+    }
+
+    /// Folds a refused request over its address's limit into the summary record written
+    /// for that address (see [`Gateway::housekeeping`]), so a flood costs one record per
+    /// address and window, not one per request.
+    pub fn absorb(&self, record: PendingRecord, peer: Option<IpAddr>) {
+        record.absorb();
+        self.addresses.absorbed(peer);
+    }
+
+    /// The policy circumstances of a call by `caller`.
+    fn circumstances(caller: &Caller, arguments: Map<String, Value>) -> Circumstances {
+        Circumstances {
+            now: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            client_ip: caller.peer,
+            rate: caller.rate,
+            arguments,
+        }
+    }
+
+    /// `tools/list`: the tools `caller` may call (or call with approval), recorded.
+    pub async fn list_tools(
+        &self,
+        caller: &Caller,
+        mut record: PendingRecord,
+    ) -> Result<Vec<Entry>, Refusal> {
+        if !self.audit.healthy() {
+            let _ = record.finish(Outcome::Error).await;
+            return Err(Refusal::AuditUnavailable);
+        }
+        let c = Self::circumstances(caller, Map::new());
+        let policy = self.policy();
+        let subject = &caller.principal.subject;
+        let entries: Vec<Entry> = self
+            .catalog
+            .list()
+            .into_iter()
+            .filter(|e| self.installed_for(e.skill.name(), subject))
+            .filter(|e| policy.engine.may_call(subject, &target(e), &c))
+            .collect();
+        record.record().policies = vec![format!("policy-set-v{}", policy.version)];
+        self.finish(record, Outcome::Ok).await?;
+        Ok(entries)
+    }
+
+    /// Finishes `record`; a record that cannot be written refuses the request.
+    async fn finish(&self, record: PendingRecord, outcome: Outcome) -> Result<(), Refusal> {
+        let request = record_request(&record);
+        record.finish(outcome).await.map_err(|e| {
+            tracing::error!(%request, error = %e, "audit record failed; request refused");
+            Refusal::AuditUnavailable
+        })?;
+        Ok(())
+    }
+
+    /// `tools/call`: policy, then the skill, then the durable record, then the reply.
+    pub async fn call_tool(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Map<String, Value>,
+        mut record: PendingRecord,
+    ) -> Result<ToolReply, Refusal> {
+        let _in_flight = self.begin_call();
+        record.record().tool = Some(name.to_owned());
+        if !self.audit.healthy() {
+            let _ = record.finish(Outcome::Error).await;
+            return Err(Refusal::AuditUnavailable);
+        }
+        let c = Self::circumstances(caller, arguments);
+        let subject = &caller.principal.subject;
+        let arguments = Value::Object(c.arguments.clone());
+        record.record().args_digest = Some(digest(&arguments));
+
+        // A skill not installed in the caller's workspace does not exist for it.
+        let Some(entry) = self
+            .catalog
+            .get(name)
+            .filter(|e| self.installed_for(e.skill.name(), subject))
+        else {
+            self.finish(record, Outcome::UnknownTool).await?;
+            return Err(Refusal::UnknownTool);
+        };
+        let policy = self.policy();
+        let decision = policy.engine.decide(subject, &target(&entry), &c);
+        {
+            let r = record.record();
+            r.decision = Some(decision.label().to_owned());
+            r.policies = decision.policies().to_vec();
+        }
+        match decision {
+            Decision::Deny { reasons, .. } => {
+                record.record().reasons = reasons;
+                self.finish(record, Outcome::Denied).await?;
+                // Indistinguishable from an unknown tool.
+                return Err(Refusal::UnknownTool);
+            }
+            Decision::RequireApproval { .. } => {
+                self.finish(record, Outcome::ApprovalRequired).await?;
+                return Ok(ToolReply::failure(format!(
+                    "approval required: calling `{name}` needs a human's approval, which this \
+                     gateway cannot collect yet; the request was recorded and refused"
+                )));
+            }
+            Decision::Allow { ref policies } => {
+                if policy.engine.records_arguments(policies) {
+                    record.record().arguments =
+                        Some(redact(&arguments, &entry.tool().input_schema));
+                }
+            }
+        }
+        let ctx = CallContext {
+            isolation_key: subject.path(),
+        };
+        let (reply, outcome) = match entry.skill.call(&entry.tool().name, &arguments, &ctx).await {
+            Ok(done) => {
+                record.record().fuel = done.fuel_consumed;
+                let text = match &done.value {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                let structured = entry.tool().output_schema.is_some().then_some(done.value);
+                let reply = ToolReply {
+                    text,
+                    structured,
+                    is_error: false,
+                };
+                (reply, Outcome::Ok)
+            }
+            Err(e) => {
+                let outcome = match &e {
+                    CallError::Trap(_) => Outcome::Trap,
+                    CallError::InvalidArguments(_) | CallError::Tool { .. } => Outcome::ToolError,
+                    _ => Outcome::Error,
+                };
+                record.record().error_class = Some(error_class(&e).to_owned());
+                if outcome != Outcome::ToolError {
+                    tracing::warn!(tool = %name, id = %record.id(), error = %e, "tool call failed");
+                }
+                (ToolReply::failure(public_failure(&e, record.id())), outcome)
+            }
+        };
+        // Acknowledge only once the record is durable; otherwise withhold the result.
+        self.finish(record, outcome).await?;
+        Ok(reply)
+    }
+}
+
+fn record_request(record: &PendingRecord) -> String {
+    record.request().to_owned()
+}
+
+/// How often [`Gateway::housekeeping`] should run.
+pub const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Gateway {
+    /// Periodic upkeep (every [`HOUSEKEEPING_EVERY`]): writes the summary record of each
+    /// address whose refused requests were folded, expires idle session bindings, and
+    /// (hourly) prunes long-expired tokens.
+    pub async fn housekeeping(&self) {
+        for (peer, count) in self.addresses.drain_absorbed() {
+            let mut record = self.audit.open("refused (summary)", peer);
+            record.record().count = count;
+            record.record().error_class = Some("flood".into());
+            if record.finish(Outcome::RateLimited).await.is_err() {
+                tracing::error!(
+                    count,
+                    "the summary of refused requests could not be recorded"
+                );
+            }
+        }
+        self.sessions.expire_idle();
+        let now = crate::identity::now_secs();
+        let due = {
+            let mut last = self
+                .last_prune
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = now.saturating_sub(*last) >= PRUNE_EVERY_SECS;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if due {
+            match auth::prune_expired(&self.store, now) {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(tokens = n, "pruned long-expired tokens"),
+                Err(e) => tracing::warn!(error = %e, "pruning expired tokens failed"),
+            }
+        }
+    }
+}
+
+/// How often long-expired tokens are pruned.
+const PRUNE_EVERY_SECS: u64 = 3_600;
