@@ -114,13 +114,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> Response {
     let path: String = req.uri().path().chars().take(128).collect();
-    let mut record = gateway.audit.open(
-        format!("admin {} {path}", req.method()),
-        crate::transport::http::peer(req.extensions()),
-    );
+    let peer = crate::transport::http::peer(req.extensions());
+    let mut record = gateway
+        .audit()
+        .open(format!("admin {} {path}", req.method()), peer);
     let id = record.id().to_owned();
     let admin = match auth::authenticate_admin(
-        &gateway.store,
+        gateway.store(),
         req.headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
@@ -138,7 +138,8 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
                 header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Bearer"),
             );
-            return wire::finish(record, Outcome::Unauthenticated, r).await;
+            return wire::finish_anonymous(&gateway, record, peer, Outcome::Unauthenticated, r)
+                .await;
         }
         Ok(admin) => admin,
     };
@@ -154,7 +155,7 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
         return wire::finish(record, Outcome::Denied, r).await;
     }
     // Fail closed: a change is applied only while the trail can record it.
-    if !reads && !gateway.audit.healthy() {
+    if !reads && !gateway.audit().healthy() {
         record.record().error_class = Some("audit".into());
         return wire::finish(record, Outcome::Error, wire::audit_unavailable(&id)).await;
     }
@@ -167,7 +168,7 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
     responses((status = 200, description = "Tenants, workspaces and environments", body = Object)))]
 async fn list_scopes(State(g): Shared) -> ApiResult {
     let scopes: Vec<Value> = g
-        .store
+        .store()
         .scopes()?
         .into_iter()
         .map(|(path, r)| {
@@ -191,7 +192,7 @@ struct ScopeBody {
               (status = 404, description = "The parent does not exist", body = Object),
               (status = 409, description = "It exists already", body = Object)))]
 async fn create_scope(State(g): Shared, Json(body): Json<ScopeBody>) -> ApiResult {
-    identity::create_scope(&g.store, &body.path)?;
+    identity::create_scope(g.store(), &body.path)?;
     Ok((StatusCode::CREATED, Json(json!({"path": body.path}))).into_response())
 }
 
@@ -199,7 +200,7 @@ async fn create_scope(State(g): Shared, Json(body): Json<ScopeBody>) -> ApiResul
     responses((status = 200, description = "Agents with their groups and rate limits", body = Object)))]
 async fn list_agents(State(g): Shared) -> ApiResult {
     let agents: Vec<Value> = g
-        .store
+        .store()
         .agents()?
         .into_iter()
         .map(|(path, r)| {
@@ -221,7 +222,7 @@ struct AgentBody {
     responses((status = 200, description = "Saved", body = Object),
               (status = 404, description = "The environment does not exist", body = Object)))]
 async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
-    let record = identity::put_agent(&g.store, &body.path, body.groups, body.rate_limit)?;
+    let record = identity::put_agent(g.store(), &body.path, body.groups, body.rate_limit)?;
     Ok(
         Json(json!({"path": body.path, "groups": record.groups, "rate_limit": record.rate_limit}))
             .into_response(),
@@ -234,14 +235,14 @@ async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
               (status = 404, description = "No such agent", body = Object)))]
 async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
     identity::parse_path(&path, 4)?;
-    let Some(ids) = g.store.delete_agent(&path, identity::now_secs())? else {
+    let Some(ids) = g.store().delete_agent(&path, identity::now_secs())? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("agent `{path}` does not exist"),
         ));
     };
     // Close the streams of the tokens this revoked.
-    g.streams.close(&ids);
+    g.streams().close(&ids);
     Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
 }
 
@@ -250,7 +251,7 @@ async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
 async fn list_skills(State(g): Shared) -> ApiResult {
     let mut tools_of: std::collections::HashMap<String, Vec<String>> = Default::default();
     let mut health_of: std::collections::HashMap<String, Value> = Default::default();
-    for e in g.catalog.list() {
+    for e in g.catalog().list() {
         health_of
             .entry(e.skill.name().to_owned())
             .or_insert_with(|| {
@@ -264,7 +265,7 @@ async fn list_skills(State(g): Shared) -> ApiResult {
             .push(e.exposed);
     }
     let skills: Vec<Value> = g
-        .store
+        .store()
         .skills()?
         .into_iter()
         .map(|(name, r)| {
@@ -309,7 +310,7 @@ struct TokenFilter {
 async fn list_tokens(State(g): Shared, Query(f): Query<TokenFilter>) -> ApiResult {
     let now = identity::now_secs();
     let mut tokens: Vec<Value> = g
-        .store
+        .store()
         .tokens()?
         .into_iter()
         .map(|(_, r)| r)
@@ -361,7 +362,7 @@ async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult
         }
     };
     let issued = auth::issue(
-        &g.store,
+        g.store(),
         IssueRequest {
             kind,
             principal: body.principal,
@@ -400,18 +401,18 @@ async fn rotate_token(
     body: Option<Json<RotateBody>>,
 ) -> ApiResult {
     let grace = body.map(|b| b.0.grace_secs).unwrap_or(0);
-    let issued = auth::rotate(&g.store, &id, grace)?;
+    let issued = auth::rotate(g.store(), &id, grace)?;
     // The old token's streams, and those of the agent tokens exchanged from it, end with
     // its grace window.
     let mut ids = vec![id.clone()];
-    ids.extend(auth::children(&g.store, &id)?);
+    ids.extend(auth::children(g.store(), &id)?);
     if grace == 0 {
-        g.streams.close(&ids);
+        g.streams().close(&ids);
     } else {
         let gateway = g.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_secs(grace)).await;
-            gateway.streams.close(&ids);
+            gateway.streams().close(&ids);
         });
     }
     let mut resp = Json(json!({
@@ -432,13 +433,13 @@ async fn rotate_token(
     responses((status = 200, description = "Revoked ids (with exchanged tokens); their streams are closed", body = Object),
               (status = 404, description = "No such token", body = Object)))]
 async fn revoke_token(State(g): Shared, Path(id): Path<String>) -> ApiResult {
-    let ids = auth::revoke(&g.store, &id)?;
-    g.streams.close(&ids);
+    let ids = auth::revoke(g.store(), &id)?;
+    g.streams().close(&ids);
     Ok(Json(json!({ "revoked": ids })).into_response())
 }
 
 fn versions(g: &Gateway) -> Result<Vec<PolicyVersion>, ApiError> {
-    g.store
+    g.store()
         .policy_versions()?
         .iter()
         .map(|b| {
@@ -522,7 +523,7 @@ async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult 
         (Some(s), _) => s,
         (None, Some(path)) => {
             let record = g
-                .store
+                .store()
                 .agent(&path)?
                 .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no agent `{path}`")))?;
             identity::subject(&path, &record).ok_or_else(|| bad("bad agent path"))?
@@ -532,7 +533,7 @@ async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult 
     let target = match (body.target, body.tool) {
         (Some(t), _) => t,
         (None, Some(name)) => {
-            let entry = g.catalog.get(&name).ok_or_else(|| {
+            let entry = g.catalog().get(&name).ok_or_else(|| {
                 ApiError(StatusCode::NOT_FOUND, format!("no installed tool `{name}`"))
             })?;
             target(&entry)
@@ -571,7 +572,7 @@ async fn test_policy(State(g): Shared, Json(body): Json<TestBody>) -> ApiResult 
 #[utoipa::path(get, path = "/admin/v1/audit", tag = "audit", params(audit::Query),
     responses((status = 200, description = "Records, newest first", body = Object)))]
 async fn query_audit(State(g): Shared, Query(q): Query<audit::Query>) -> ApiResult {
-    let records = g.audit.query(&q)?;
+    let records = g.audit().query(&q)?;
     Ok(Json(json!({ "records": records })).into_response())
 }
 
@@ -579,7 +580,7 @@ async fn query_audit(State(g): Shared, Query(q): Query<audit::Query>) -> ApiResu
     responses((status = 200, description = "The chain verifies", body = Object),
               (status = 409, description = "The first broken record and why", body = Object)))]
 async fn verify_audit(State(g): Shared) -> ApiResult {
-    let v = g.audit.verify()?;
+    let v = g.audit().verify()?;
     let status = if v.first_broken.is_some() {
         StatusCode::CONFLICT
     } else {
@@ -603,7 +604,7 @@ async fn usage(State(g): Shared, Query(q): Query<UsageQuery>) -> ApiResult {
             "group_by is one of tenant, workspace, environment, agent, tool",
         ));
     }
-    Ok(Json(json!({"group_by": group_by, "usage": g.audit.usage(&group_by)})).into_response())
+    Ok(Json(json!({"group_by": group_by, "usage": g.audit().usage(&group_by)})).into_response())
 }
 
 /// Escapes a Prometheus label value.
@@ -630,7 +631,7 @@ async fn metrics(State(g): Shared) -> Response {
         ),
         ("warden_fuel_total", "Sum of fuel consumed by tool calls."),
     ];
-    let usage = g.audit.usage_raw();
+    let usage = g.audit().usage_raw();
     for (i, (name, help)) in series.iter().enumerate() {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
         for (key, u) in &usage {
@@ -657,7 +658,7 @@ async fn metrics(State(g): Shared) -> Response {
     let _ = writeln!(
         out,
         "# HELP warden_tools_installed Tools in the catalog.\n# TYPE warden_tools_installed gauge\nwarden_tools_installed {}",
-        g.catalog.list().len()
+        g.catalog().list().len()
     );
     let _ = writeln!(
         out,

@@ -264,7 +264,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     // acknowledged is stored durably before the process exits.
     upkeep.abort();
     gateway.housekeeping().await;
-    let audit = gateway.audit.clone();
+    let audit = gateway.audit().clone();
     tokio::task::spawn_blocking(move || audit.close()).await?;
     drop(store);
     eprintln!("warden: stopped");

@@ -865,7 +865,7 @@ async fn audit_records_every_outcome_and_detects_tampering() {
         c("warden_text__nothing", json!({})); // unknown
     });
     outcomes.await.unwrap();
-    let recs = gw.gateway.audit.query(&Default::default()).unwrap();
+    let recs = gw.gateway.audit().query(&Default::default()).unwrap();
     let got: BTreeSet<(String, String)> = recs
         .iter()
         .filter(|r| r.request == "tools/call")
@@ -886,8 +886,8 @@ async fn audit_records_every_outcome_and_detects_tampering() {
     let trap = recs.iter().find(|r| r.outcome == "trap").unwrap();
     assert_eq!(trap.error_class.as_deref(), Some("deadline"));
     assert!(trap.latency_us > 0);
-    assert_eq!(gw.gateway.audit.verify().unwrap().first_broken, None);
-    let usage = gw.gateway.audit.usage("tool");
+    assert_eq!(gw.gateway.audit().verify().unwrap().first_broken, None);
+    let usage = gw.gateway.audit().usage("tool");
     assert_eq!(usage["warden_text__stats"].calls, 2);
     assert_eq!(usage["warden_text__stats"].errors, 1);
     gw.stop().await;

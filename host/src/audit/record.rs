@@ -172,18 +172,23 @@ pub fn cap(s: &mut String) {
     }
 }
 
-/// A new correlation id (`req_` and 16 base64url characters).
+/// A new correlation id: `req_`, a random prefix drawn once per process, and a counter
+/// (unique within the process, unguessable across restarts; no system call per request).
+/// It names a record; it grants nothing.
 pub fn correlation_id() -> String {
-    use base64::Engine as _;
-    let mut bytes = [0u8; 12];
-    // Without randomness the id is still unique enough from the clock; it is no secret.
-    if getrandom::fill(&mut bytes).is_err() {
-        bytes[..8].copy_from_slice(&now_ms().to_le_bytes());
-    }
-    format!(
-        "req_{}",
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        use base64::Engine as _;
+        let mut bytes = [0u8; 6];
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes.copy_from_slice(&now_ms().to_le_bytes()[..6]);
+        }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    });
+    format!("req_{prefix}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Unix milliseconds now.
@@ -197,9 +202,6 @@ pub fn now_ms() -> u64 {
 pub fn elapsed_us(since: std::time::Instant) -> u64 {
     u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
-
-/// The message of a request refused because the trail cannot take records.
-pub const UNAVAILABLE: &str = "the audit trail is unavailable, so requests are refused";
 
 impl AuditRecord {
     /// A record of `request` from `client_ip`, stamped now.

@@ -228,22 +228,23 @@ pub struct GatewayOptions {
     pub audit: bool,
 }
 
-/// Shared gateway state: catalog, store, policy, audit and rate limits.
+/// Shared gateway state: catalog, store, policy, audit and rate limits. Private: reached
+/// through methods, so every change goes through the rules that guard it.
 pub struct Gateway {
     /// The installed tools.
-    pub catalog: Arc<Catalog>,
+    catalog: Arc<Catalog>,
     /// The store (identities, tokens, policies, audit).
-    pub store: Arc<Store>,
+    store: Arc<Store>,
     /// The audit trail.
-    pub audit: Arc<AuditLog>,
+    audit: Arc<AuditLog>,
     /// Per-agent rate limits.
-    pub limiter: RateLimiter,
+    limiter: RateLimiter,
     /// The audience of agent tokens.
-    pub audience: String,
+    audience: String,
     /// Open streams, by token id, so revocation can close them.
-    pub streams: StreamRegistry,
+    streams: StreamRegistry,
     /// The agent behind each MCP session.
-    pub sessions: SessionBindings,
+    sessions: SessionBindings,
     /// Unauthenticated requests per client address.
     addresses: AddressLimiter,
     /// When long-expired tokens were last pruned (Unix seconds).
@@ -486,6 +487,36 @@ impl Gateway {
             policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
         })
+    }
+
+    /// The installed tools.
+    pub fn catalog(&self) -> &Arc<Catalog> {
+        &self.catalog
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The audit trail.
+    pub fn audit(&self) -> &Arc<AuditLog> {
+        &self.audit
+    }
+
+    /// The audience agent tokens must be bound to (this gateway's MCP URL).
+    pub fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    /// Open streams by token (closed on revocation).
+    pub fn streams(&self) -> &StreamRegistry {
+        &self.streams
+    }
+
+    /// The agent behind each MCP session.
+    pub fn sessions(&self) -> &SessionBindings {
+        &self.sessions
     }
 
     /// The policy set in force.

@@ -66,7 +66,7 @@ pub fn peer(extensions: &http::Extensions) -> Option<IpAddr> {
 async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let gateway = &state.gateway;
     let peer = peer(req.extensions());
-    let mut record = gateway.audit.open(format!("{} /mcp", req.method()), peer);
+    let mut record = gateway.audit().open(format!("{} /mcp", req.method()), peer);
     let credentials = Credentials {
         authorization: req
             .headers()
@@ -87,7 +87,7 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     if let Some(id) = &session
-        && !gateway.sessions.allows(id, &agent)
+        && !gateway.sessions().allows(id, &agent)
     {
         return rejected(record, Rejection::UnknownSession).await;
     }
@@ -106,11 +106,11 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
             .and_then(|v| v.to_str().ok())
         && session.as_deref() != Some(new)
     {
-        gateway.sessions.bind(new, &agent);
+        gateway.sessions().bind(new, &agent);
     }
     if closing && success {
         if let Some(id) = &session {
-            gateway.sessions.forget(id);
+            gateway.sessions().forget(id);
         }
         // A session ended is answered 204 (some clients treat 202 as a failure).
         if response.status() == StatusCode::ACCEPTED {
@@ -127,10 +127,10 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     if is_stream {
-        let watch = gateway.streams.watch(&token_id);
+        let watch = gateway.streams().watch(&token_id);
         // Registered, then re-checked: a revocation whose close pass ran before the
         // registration is seen here (the store was updated before that pass).
-        let still_valid = crate::auth::still_valid(&gateway.store, &token_id);
+        let still_valid = crate::auth::still_valid(gateway.store(), &token_id);
         if !still_valid {
             watch.closed.cancel();
         }
@@ -215,7 +215,7 @@ impl http_body::Body for UntilRevoked {
 async fn token_exchange(State(state): State<HttpState>, req: Request) -> Response {
     let gateway = &state.gateway;
     let peer = peer(req.extensions());
-    let mut record = gateway.audit.open("token/exchange", peer);
+    let mut record = gateway.audit().open("token/exchange", peer);
     if let Err(refusal) = gateway.admit_address(peer) {
         return refuse(&state, record, peer, &refusal).await;
     }
@@ -260,8 +260,8 @@ async fn token_exchange(State(state): State<HttpState>, req: Request) -> Respons
         .get("resource")
         .or_else(|| form.get("audience"))
         .cloned()
-        .unwrap_or_else(|| gateway.audience.clone());
-    if audience != gateway.audience {
+        .unwrap_or_else(|| gateway.audience().to_owned());
+    if audience != gateway.audience() {
         return invalid(
             record,
             "invalid_target",
@@ -282,7 +282,7 @@ async fn token_exchange(State(state): State<HttpState>, req: Request) -> Respons
         }
     };
     let subject = form.get("subject_token").map(String::as_str).unwrap_or("");
-    match crate::auth::exchange(&gateway.store, subject, &audience, ttl) {
+    match crate::auth::exchange(gateway.store(), subject, &audience, ttl) {
         Ok(issued) => {
             record.record().principal = Some(issued.record.principal.clone());
             record.record().token_id = issued.record.parent.clone();
@@ -338,7 +338,7 @@ async fn resource_metadata(State(state): State<HttpState>) -> Json<serde_json::V
 /// Readiness: 200 once tools are installed, 503 before. It needs no token (probes send
 /// none), so it says nothing more; each skill's health is on the admin API.
 async fn ready(State(state): State<HttpState>) -> Response {
-    let tools = state.gateway.catalog.list().len();
+    let tools = state.gateway.catalog().list().len();
     if tools == 0 {
         return (StatusCode::SERVICE_UNAVAILABLE, "no tools installed").into_response();
     }
@@ -348,13 +348,14 @@ async fn ready(State(state): State<HttpState>) -> Response {
 /// Any other route: 404, recorded like every request.
 async fn not_found(State(state): State<HttpState>, req: Request) -> Response {
     let path: String = req.uri().path().chars().take(64).collect();
+    let peer = peer(req.extensions());
     let mut record = state
         .gateway
-        .audit
-        .open(format!("{} {path}", req.method()), peer(req.extensions()));
+        .audit()
+        .open(format!("{} {path}", req.method()), peer);
     record.record().error_class = Some("404".into());
     let response = (StatusCode::NOT_FOUND, "not found").into_response();
-    wire::finish(record, Outcome::Invalid, response).await
+    wire::finish_anonymous(&state.gateway, record, peer, Outcome::Invalid, response).await
 }
 
 /// Which browser origins and `Host` names the gateway accepts.
@@ -502,10 +503,13 @@ async fn access_layer(
         Ok(()) => next.run(req).await,
         Err(rejection) => {
             let path: String = req.uri().path().chars().take(64).collect();
-            let record = gateway
-                .audit
-                .open(format!("{} {path}", req.method()), peer(req.extensions()));
-            rejected(record, rejection).await
+            let peer = peer(req.extensions());
+            let mut record = gateway
+                .audit()
+                .open(format!("{} {path}", req.method()), peer);
+            record.record().error_class = Some(rejection.class().to_owned());
+            let response = rejection.response(record.id());
+            wire::finish_anonymous(&gateway, record, peer, Outcome::Invalid, response).await
         }
     }
 }

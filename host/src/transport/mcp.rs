@@ -133,7 +133,7 @@ impl ServerHandler for McpHandler {
     /// 2025-11-25 sessions: after `initialized`, forward catalog changes to this client as
     /// `notifications/tools/list_changed` until its transport closes.
     async fn on_initialized(&self, cx: NotificationContext<RoleServer>) {
-        let mut changes = self.gateway.catalog.subscribe();
+        let mut changes = self.gateway.catalog().subscribe();
         let peer = cx.peer.clone();
         tokio::spawn(async move {
             let mut check = tokio::time::interval(std::time::Duration::from_secs(30));
@@ -170,7 +170,7 @@ impl ServerHandler for McpHandler {
         if caller(cx.request_context()).is_none() {
             return Err(not_admitted());
         }
-        let mut changes = self.gateway.catalog.subscribe();
+        let mut changes = self.gateway.catalog().subscribe();
         loop {
             tokio::select! {
                 () = cx.cancelled() => return Ok(()),

@@ -11,7 +11,7 @@
 
 use crate::audit::{Outcome, PendingRecord};
 use crate::auth::AuthError;
-use crate::gateway::Refusal;
+use crate::gateway::{Gateway, Refusal};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rmcp::ErrorData;
@@ -161,6 +161,27 @@ pub async fn recorded(mut record: PendingRecord, response: Response) -> Response
             .get_or_insert_with(|| status.as_u16().to_string());
     }
     finish(record, outcome_of(status), response).await
+}
+
+/// Answers a request refused before any credentials were checked or accepted (bad `Host`
+/// or `Origin`, unknown route, admin API without a valid token): it counts against its
+/// address's limit, within which it is recorded like any request; beyond it, it is answered
+/// 429 and folded into the address's summary record, so a flood cannot fill the trail.
+pub async fn finish_anonymous(
+    gateway: &Gateway,
+    record: PendingRecord,
+    peer: Option<std::net::IpAddr>,
+    outcome: Outcome,
+    response: Response,
+) -> Response {
+    match gateway.admit_address(peer) {
+        Ok(()) => finish(record, outcome, response).await,
+        Err(flooded) => {
+            let response = refusal(&flooded, record.id(), "");
+            gateway.absorb(record, peer);
+            response
+        }
+    }
 }
 
 /// Finishes `record` with `outcome`, then returns `response` with the correlation id, or a
