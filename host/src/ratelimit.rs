@@ -128,7 +128,15 @@ struct AddressBucket {
 /// (`None`) and the overflow beyond [`MAX_ADDRESSES`] each share one bucket.
 #[derive(Debug, Default)]
 pub struct AddressLimiter {
-    buckets: Mutex<HashMap<Option<std::net::IpAddr>, AddressBucket>>,
+    buckets: Mutex<AddressMap>,
+}
+
+#[derive(Debug, Default)]
+struct AddressMap {
+    buckets: HashMap<Option<std::net::IpAddr>, AddressBucket>,
+    /// When the map was last swept (at most once a second, so a flood from many
+    /// addresses cannot make every request walk the whole map).
+    last_sweep: Option<Instant>,
 }
 
 /// The bucket of the addresses that do not fit.
@@ -142,20 +150,27 @@ impl AddressLimiter {
         f: impl FnOnce(&mut AddressBucket, Instant) -> R,
     ) -> R {
         let now = Instant::now();
-        let mut buckets = self
+        let mut map = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = &mut *map;
         let mut key = peer;
-        if !buckets.contains_key(&key) && buckets.len() >= MAX_ADDRESSES {
-            buckets.retain(|_, b| {
-                b.absorbed > 0 || now.duration_since(b.last) < Duration::from_secs(10)
-            });
-            if buckets.len() >= MAX_ADDRESSES {
+        if !map.buckets.contains_key(&key) && map.buckets.len() >= MAX_ADDRESSES {
+            let due = map
+                .last_sweep
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1));
+            if due {
+                map.last_sweep = Some(now);
+                map.buckets.retain(|_, b| {
+                    b.absorbed > 0 || now.duration_since(b.last) < Duration::from_secs(10)
+                });
+            }
+            if map.buckets.len() >= MAX_ADDRESSES {
                 key = OVERFLOW;
             }
         }
-        let bucket = buckets.entry(key).or_insert_with(|| AddressBucket {
+        let bucket = map.buckets.entry(key).or_insert_with(|| AddressBucket {
             tokens: ADDRESS_BURST,
             last: now,
             absorbed: 0,
@@ -184,11 +199,11 @@ impl AddressLimiter {
 
     /// The counts to summarise, per address, reset.
     pub fn drain_absorbed(&self) -> Vec<(Option<std::net::IpAddr>, u64)> {
-        let mut buckets = self
+        let mut map = self
             .buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        buckets
+        map.buckets
             .iter_mut()
             .filter(|(_, b)| b.absorbed > 0)
             .map(|(k, b)| (*k, std::mem::take(&mut b.absorbed)))
@@ -200,6 +215,7 @@ impl AddressLimiter {
         self.buckets
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .buckets
             .len()
     }
 
