@@ -1039,7 +1039,22 @@ fn a_failing_audit_sink_refuses_calls() {
         json!({"text": "x"}),
     );
     assert!(body.contains("audit trail is unavailable"), "{body}");
+    // Admin changes fail closed too: refused before they are applied.
+    let adm = admin_token(dir.path());
+    let (status, v) = admin(
+        &up.addr,
+        &adm,
+        "POST",
+        "/admin/v1/scopes",
+        Some(json!({"path": "acme"})),
+    );
+    assert_eq!(status, 503, "{v}");
     assert!(up.stop().success());
+    let store = warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap();
+    assert!(
+        store.scope("acme").unwrap().is_none(),
+        "a change was applied while its record could not be written"
+    );
 }
 
 #[test]
