@@ -1,20 +1,21 @@
-//! Streamable HTTP: `/mcp` (rmcp's `StreamableHttpService`, both spec eras on one endpoint),
-//! health and readiness, and RFC 9728 protected-resource metadata.
+//! Streamable HTTP: the router of every route (`/mcp`, rmcp's `StreamableHttpService`, both
+//! spec eras on one endpoint; `POST /token`, RFC 8693 exchange; health, readiness, RFC 9728
+//! metadata; the admin router that `up` passes in), the access layer in front of all of
+//! them, and the `/mcp` layer that adapts HTTP to the gateway core.
 //!
-//! Also `POST /token` (RFC 8693 exchange of a service token for a short-lived agent token)
-//! and, merged in, the admin API (`/admin/v1`, `/metrics`).
+//! Invariants: every request first passes the `Host`/`Origin` check (403 and a record
+//! otherwise); every `/mcp` request gets a pending audit record before anything else, is
+//! admitted by the core (401 with `WWW-Authenticate: Bearer resource_metadata=...`, or 429
+//! with `Retry-After`, each recorded) before rmcp sees it, and leaves exactly one record
+//! (finished here, by the guard, or by the handler); a session id is honoured only with
+//! tokens of the agent that opened it (404 otherwise, also for ids warden never saw); a
+//! stream stays open only while its token is valid (revocation, expiry, the end of a
+//! rotation's grace window end it); unknown routes are recorded 404s; sockets use
+//! TCP_NODELAY; shutdown stops accepting, waits for in-flight calls up to a drain window,
+//! then ends open streams.
 //!
-//! Invariants: every `/mcp` request passes the bearer-token layer before rmcp sees it (401
-//! with `WWW-Authenticate: Bearer resource_metadata=...` otherwise, and an audit record of
-//! why), then the per-agent rate limit (429 with `Retry-After`); a session id is honoured
-//! only with tokens of the agent that opened the session (404 otherwise); a stream stays
-//! open only while its token is valid (revocation ends it); any `Origin` header not on
-//! the allow-list is refused (403); the `Host` header must be a loopback name unless
-//! configured; bodies over the limit get 413; sockets use TCP_NODELAY; shutdown stops
-//! accepting, cancels open streams and waits for in-flight calls up to a drain window.
-//!
-//! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools, and
-//! resource exhaustion through oversized requests.
+//! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools,
+//! requests that leave no trace, and floods that would fill the trail.
 
 use super::slot::AuditSlot;
 use super::wire::{self, Rejection};
