@@ -1,5 +1,9 @@
-//! The audit trail: one record per MCP request, whatever its outcome, hash-chained with a
-//! key, committed durably in groups, and the usage counters derived from it.
+//! The audit trail: one record per request, whatever its outcome, hash-chained with a key,
+//! committed durably in groups, and the usage counters derived from it.
+//!
+//! A request carries a [`PendingRecord`] from its arrival (see [`AuditLog::open`]); it is
+//! finished once with a typed [`Outcome`], folded into a flood summary, or, dropped
+//! unfinished, written as an error. The record's fields are capped (`record.rs`).
 //!
 //! Each stored value is `<mac hex (64)><record JSON>`. A record holds the MAC of the record
 //! before it (`prev`), and its own MAC is keyed BLAKE3 (key in `audit.key`, 0600) over its

@@ -1,4 +1,5 @@
-//! The gateway: the catalog of namespaced tools and the dispatch of MCP calls to the runtime.
+//! The gateway: the catalog of namespaced tools, the shared state every request needs, and
+//! (in [`core`]) the transport-neutral entry that admits, decides, runs and records.
 //!
 //! Exposed tool names are `<namespace>_<skill>__<tool>`: namespace and skill are lower-case
 //! letters, digits and `-` (no `_`), so the first `_` ends the namespace and the next `__` ends
@@ -8,12 +9,14 @@
 //!
 //! The [`Gateway`] holds what every request needs: the catalog, the store, the policy set in
 //! force (versioned in the store, swapped atomically on apply), the audit trail, the rate
-//! limiter and the registry of open streams (closed when their token is revoked).
+//! limiters, the registry of open streams (closed when their token is revoked) and the
+//! session bindings. Its state is private, reached through methods.
 //!
-//! Invariants: the object that is dispatched is the one looked up (parse once); a tool
-//! failure is an MCP result with `isError: true`, never a protocol error; internal details
-//! (paths, traps' host context) never reach the agent beyond the runtime's own messages; a
-//! new store starts with the starter policy (version 1), never with no policy at all.
+//! Invariants: the object that is dispatched is the one looked up (parse once); exposed
+//! names are unique ignoring case; a tool failure is a result with `isError: true`, never a
+//! protocol error; traps and internal details never reach the agent (fixed messages and a
+//! correlation id); a new store starts with the starter policy (version 1), never with no
+//! policy at all; a session id is honoured only while bound to the agent that opened it.
 
 pub mod core;
 
