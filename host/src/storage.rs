@@ -188,14 +188,11 @@ impl Store {
             message: e.to_string(),
         };
         if !path.exists() {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            options.open(path).map_err(|e| err(&e))?;
+            crate::datadir::private_file_options()
+                .write(true)
+                .create_new(true)
+                .open(path)
+                .map_err(|e| err(&e))?;
         }
         let db = Database::create(path).map_err(|e| err(&e))?;
         let store = Self {

@@ -7,11 +7,10 @@
 //! counting for the requests it stands for) and verify, and the gateway's memory and data
 //! directory must stay within their bounds.
 
+use crate::console::{admin, ok, warden};
 use crate::gateway::{Up, raw};
-use crate::support::warden_bin;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Command;
 
 const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#;
 
@@ -119,35 +118,6 @@ fn call(addr: &str, token: &str, name: &str, arguments: &str) -> String {
     )
 }
 
-fn warden(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(warden_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn admin(addr: &str, token: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
-    let (status, _, text) = raw(
-        addr,
-        &http(
-            addr,
-            method,
-            path,
-            &format!("Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"),
-            body,
-        ),
-    );
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 fn rss(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kb: u64 = status
@@ -200,16 +170,19 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
 
     // Identities and tokens of every kind the classes need.
     for scope in ["acme", "acme/core", "acme/core/prod"] {
-        warden(d, &["scope", "create", scope]);
+        ok(warden(d, &["scope", "create", scope]));
     }
-    warden(d, &["agent", "put", "acme/core/prod/bot", "--group", "ops"]);
+    ok(warden(
+        d,
+        &["agent", "put", "acme/core/prod/bot", "--group", "ops"],
+    ));
     let policy = d.join("suite.cedar");
     std::fs::write(&policy, POLICY).unwrap();
-    warden(d, &["policy", "apply", policy.to_str().unwrap()]);
+    ok(warden(d, &["policy", "apply", policy.to_str().unwrap()]));
     let issue = |extra: &[&str]| -> (String, String) {
         let mut args = vec!["token", "issue", "acme/core/prod/bot", "--json"];
         args.extend_from_slice(extra);
-        let v: Value = serde_json::from_str(warden(d, &args).trim()).unwrap();
+        let v: Value = serde_json::from_str(ok(warden(d, &args)).trim()).unwrap();
         (
             v["token"].as_str().unwrap().to_owned(),
             v["record"]["id"].as_str().unwrap().to_owned(),
@@ -218,16 +191,16 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
     let (good, _) = issue(&[]);
     let (expired, _) = issue(&["--ttl", "1s"]);
     let (rotated, rotated_id) = issue(&[]);
-    warden(d, &["token", "rotate", &rotated_id]);
+    ok(warden(d, &["token", "rotate", &rotated_id]));
     let (revoked, revoked_id) = issue(&[]);
-    warden(d, &["token", "revoke", &revoked_id]);
+    ok(warden(d, &["token", "revoke", &revoked_id]));
     let admin_token = |role: &str, name: &str| -> String {
         let (status, v) = admin(
             &addr,
             &boot_admin,
             "POST",
             "/admin/v1/tokens",
-            &json!({"kind": "admin", "principal": name, "role": role}).to_string(),
+            Some(json!({"kind": "admin", "principal": name, "role": role})),
         );
         assert_eq!(status, 201, "{v}");
         v["token"].as_str().unwrap().to_owned()
@@ -782,7 +755,7 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
     // The trail before the suite: this verify request's own record comes right after.
     let pid = up.child.id();
     let rss_before = rss(pid);
-    let (status, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/audit/verify", "");
+    let (status, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/audit/verify", None);
     assert_eq!(status, 200, "{v}");
     let start_seq = v["records"].as_u64().unwrap() + 1;
 
@@ -843,7 +816,7 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
     // Exactly one record per request: page through what was written since, once the
     // flood summaries are out (written every second), skipping the reads of this loop.
     let verify_id = {
-        let (_, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/tokens?all=true", "");
+        let (_, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/tokens?all=true", None);
         v["tokens"]
             .as_array()
             .unwrap()
@@ -863,7 +836,7 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
                 &boot_admin,
                 "GET",
                 &format!("/admin/v1/audit?limit=1000&before_seq={before}"),
-                "",
+                None,
             );
             assert_eq!(status, 200, "{v}");
             let records = v["records"].as_array().unwrap();
@@ -898,7 +871,7 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
     // The unauthenticated classes went past the address's burst: their refusals were
     // summarised, not written one by one.
     assert!(summaries >= 1, "no flood summary record was written");
-    let (_, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/audit/verify", "");
+    let (_, v) = admin(&addr, &boot_admin, "GET", "/admin/v1/audit/verify", None);
     assert!(v["first_broken"].is_null(), "{v}");
 
     // Bounded: memory and disk.

@@ -57,7 +57,7 @@ fn list(addr: &str, token: &str) -> Vec<String> {
 }
 
 /// Runs `warden ARGS --data-dir DIR` (the CLI finds the gateway and admin token there).
-fn warden(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn warden(dir: &Path, args: &[&str]) -> Output {
     Command::new(warden_bin())
         .args(args)
         .arg("--data-dir")
@@ -68,7 +68,7 @@ fn warden(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: Output) -> String {
+pub(crate) fn ok(out: Output) -> String {
     assert!(
         out.status.success(),
         "stdout: {}\nstderr: {}",
@@ -90,7 +90,13 @@ fn issue(dir: &Path, agent: &str, extra: &[&str]) -> (String, String) {
 }
 
 /// A JSON admin API request.
-fn admin(addr: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+pub(crate) fn admin(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
     let (status, _, text) = raw(
         addr,
@@ -104,6 +110,19 @@ fn admin(addr: &str, token: &str, method: &str, path: &str, body: Option<Value>)
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
+}
+
+/// `POST /token` with a form body: (status, body).
+fn token_endpoint(addr: &str, form: &str) -> (u16, String) {
+    let (status, _, body) = raw(
+        addr,
+        &format!(
+            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    (status, body)
 }
 
 fn admin_token(dir: &Path) -> String {
@@ -268,14 +287,7 @@ fn every_token_failure_is_a_401_with_an_audit_record_and_nothing_runs() {
     let form = format!(
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={good}&expires_in=600"
     );
-    let (status, _, text) = raw(
-        &addr,
-        &format!(
-            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        ),
-    );
+    let (status, text) = token_endpoint(&addr, &form);
     assert_eq!(status, 200, "{text}");
     let exchanged: Value = serde_json::from_str(&text).unwrap();
     let agent_token = exchanged["access_token"].as_str().unwrap().to_owned();
@@ -287,14 +299,7 @@ fn every_token_failure_is_a_401_with_an_audit_record_and_nothing_runs() {
     let form = format!(
         "grant_type=urn%3Aietf%3Aparams%3Aoauth%3Agrant-type%3Atoken-exchange&subject_token={doomed}"
     );
-    let (status, _, _) = raw(
-        &addr,
-        &format!(
-            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
-            form.len()
-        ),
-    );
+    let (status, _) = token_endpoint(&addr, &form);
     assert_eq!(status, 401);
 
     // Rate limit: `slow` may make 1 call/s with a burst of 2.
@@ -531,14 +536,7 @@ fn sessions_fail_closed_and_streams_end_with_their_token() {
     let exchange = format!(
         "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token={token}&expires_in=3"
     );
-    let (status, _, body) = raw(
-        &addr,
-        &format!(
-            "POST /token HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{exchange}",
-            exchange.len()
-        ),
-    );
+    let (status, body) = token_endpoint(&addr, &exchange);
     assert_eq!(status, 200, "{body}");
     let short = serde_json::from_str::<Value>(&body).unwrap()["access_token"]
         .as_str()

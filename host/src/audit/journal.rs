@@ -157,10 +157,12 @@ fn zero_fill(file: &File, from: u64) -> std::io::Result<()> {
 /// Creates `path` filled with [`CAPACITY`] zero bytes, synced with its directory.
 fn create_zeroed(path: &Path) -> std::io::Result<()> {
     let tmp = path.with_extension("journal.tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    zero_fill(&opts.open(&tmp)?, 0)?;
+    let file = crate::datadir::private_file_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    zero_fill(&file, 0)?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         File::open(dir)?.sync_all()?;

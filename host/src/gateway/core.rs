@@ -44,6 +44,8 @@ pub struct Credentials<'a> {
 pub struct Caller {
     /// Who.
     pub principal: Principal,
+    /// The agent's path (`tenant/workspace/environment/agent`), computed once.
+    pub agent: String,
     /// From where, when the transport knows.
     pub peer: Option<IpAddr>,
     /// The agent's calls in the current minute, this one included.
@@ -93,19 +95,6 @@ impl Refusal {
             Self::Forbidden => Outcome::Denied,
             Self::UnknownTool => Outcome::UnknownTool,
             Self::AuditUnavailable | Self::StoreUnavailable => Outcome::Error,
-        }
-    }
-
-    /// A short class for the audit record.
-    pub fn class(&self) -> &'static str {
-        match self {
-            Self::Unauthenticated(e) => e.class(),
-            Self::RateLimited { .. } => "rate_limit",
-            Self::Flooded { .. } => "flood",
-            Self::Forbidden => "forbidden",
-            Self::UnknownTool => "unknown_tool",
-            Self::AuditUnavailable => "audit",
-            Self::StoreUnavailable => "store",
         }
     }
 }
@@ -206,15 +195,14 @@ impl Gateway {
                 return Err(Refusal::Unauthenticated(e));
             }
         };
+        let agent = principal.subject.path();
         let r = record.record();
-        r.principal = Some(principal.subject.path());
+        r.principal = Some(agent.clone());
         r.token_id = Some(principal.token_id.clone());
-        match self
-            .limiter
-            .check(&principal.subject.path(), principal.rate_limit)
-        {
+        match self.limiter.check(&agent, principal.rate_limit) {
             Ok(admitted) => Ok(Caller {
                 principal,
+                agent,
                 peer,
                 rate: admitted.rate,
             }),
@@ -254,12 +242,9 @@ impl Gateway {
     pub async fn list_tools(
         &self,
         caller: &Caller,
-        mut record: PendingRecord,
+        record: PendingRecord,
     ) -> Result<Vec<Entry>, Refusal> {
-        if !self.audit.healthy() {
-            let _ = record.finish(Outcome::Error).await;
-            return Err(Refusal::AuditUnavailable);
-        }
+        let mut record = self.audit_gate(record).await?;
         let c = Self::circumstances(caller, Map::new());
         let policy = self.policy();
         let subject = &caller.principal.subject;
@@ -275,9 +260,19 @@ impl Gateway {
         Ok(entries)
     }
 
+    /// Fail closed: while the trail cannot take records, the request is refused before
+    /// anything runs (its record is still attempted).
+    async fn audit_gate(&self, record: PendingRecord) -> Result<PendingRecord, Refusal> {
+        if self.audit.healthy() {
+            return Ok(record);
+        }
+        let _ = record.finish(Outcome::Error).await;
+        Err(Refusal::AuditUnavailable)
+    }
+
     /// Finishes `record`; a record that cannot be written refuses the request.
     async fn finish(&self, record: PendingRecord, outcome: Outcome) -> Result<(), Refusal> {
-        let request = record_request(&record);
+        let request = record.request().to_owned();
         record.finish(outcome).await.map_err(|e| {
             tracing::error!(%request, error = %e, "audit record failed; request refused");
             Refusal::AuditUnavailable
@@ -295,10 +290,7 @@ impl Gateway {
     ) -> Result<ToolReply, Refusal> {
         let _in_flight = self.begin_call();
         record.record().tool = Some(name.to_owned());
-        if !self.audit.healthy() {
-            let _ = record.finish(Outcome::Error).await;
-            return Err(Refusal::AuditUnavailable);
-        }
+        let mut record = self.audit_gate(record).await?;
         let c = Self::circumstances(caller, arguments);
         let subject = &caller.principal.subject;
         let arguments = Value::Object(c.arguments.clone());
@@ -342,7 +334,7 @@ impl Gateway {
             }
         }
         let ctx = CallContext {
-            isolation_key: subject.path(),
+            isolation_key: caller.agent.clone(),
         };
         let (reply, outcome) = match entry.skill.call(&entry.tool().name, &arguments, &ctx).await {
             Ok(done) => {
@@ -376,10 +368,6 @@ impl Gateway {
         self.finish(record, outcome).await?;
         Ok(reply)
     }
-}
-
-fn record_request(record: &PendingRecord) -> String {
-    record.request().to_owned()
 }
 
 /// How often [`Gateway::housekeeping`] should run.

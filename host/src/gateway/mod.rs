@@ -337,16 +337,6 @@ impl SessionBindings {
         self.lock()
             .retain(|_, b| now.duration_since(b.last_used) < SESSION_IDLE);
     }
-
-    /// Bindings kept now.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether none are kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Cancellation handles of the streams open under each token, with a liveness count so

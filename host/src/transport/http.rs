@@ -79,7 +79,7 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
         Ok(caller) => caller,
         Err(refusal) => return refuse(&state, record, peer, &refusal).await,
     };
-    let agent = caller.principal.subject.path();
+    let agent = caller.agent.clone();
     // A session belongs to the agent that opened it; an id this agent did not open (or
     // warden never saw) is answered as a session that does not exist.
     let session = req
@@ -158,7 +158,7 @@ async fn refuse(
 }
 
 /// Records and answers a wire-level rejection.
-pub(crate) async fn rejected(mut record: PendingRecord, rejection: Rejection) -> Response {
+async fn rejected(mut record: PendingRecord, rejection: Rejection) -> Response {
     record.record().error_class = Some(rejection.class().to_owned());
     let response = rejection.response(record.id());
     wire::finish(record, Outcome::Invalid, response).await
