@@ -98,7 +98,12 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
     let slot = AuditSlot::new(record);
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(slot.clone());
+    // A POST counts as in flight until its response is in hand, not only while the core
+    // runs it: shutdown ends rmcp's requests once nothing is in flight, and a response
+    // not yet handed back would be lost.
+    let in_flight = (req.method() == axum::http::Method::POST).then(|| gateway.begin_call());
     let mut response = next.run(req).await;
+    drop(in_flight);
     let success = response.status().is_success();
     if success
         && let Some(new) = response
