@@ -504,6 +504,45 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
     );
     assert!(text.contains("-32601"), "{status} {text}");
 
+    // A plain stateless tools/call is answered without rmcp's per-request service; a
+    // weighted Accept sends the same call through rmcp. Both answer alike, byte for byte
+    // once the correlation id is blanked, and both carry the correlation header.
+    let both_paths = |id: &str, tool: &str, args: &str| {
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{args},{meta}}}}}"#
+        );
+        let headers = format!(
+            "MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: {tool}\r\n"
+        );
+        let answer = |extra: &str| {
+            let (status, head, text) =
+                post(&addr, Some(&token), &format!("{headers}{extra}"), &body);
+            let id = head
+                .iter()
+                .find(|(k, _)| k == "warden-request-id")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no correlation header: {status} {text}"));
+            (status, text.replace(&id, "ID"))
+        };
+        let direct = answer("");
+        let via_rmcp = answer("Accept: application/json;q=1, text/event-stream;q=0.9\r\n");
+        assert_eq!(direct, via_rmcp, "{tool} {args}");
+        direct
+    };
+    let (status, ok) = both_paths("41", "warden_text__stats", r#"{"text":"a b c"}"#);
+    assert_eq!(status, 200);
+    let ok: Value = serde_json::from_str(&ok).unwrap();
+    assert_eq!(ok["id"], 41);
+    assert_eq!(ok["result"]["isError"], false, "{ok}");
+    let (_, tool_error) = both_paths(r#""str-id""#, "warden_text__stats", r#"{"text":5}"#);
+    let tool_error: Value = serde_json::from_str(&tool_error).unwrap();
+    assert_eq!(tool_error["id"], "str-id");
+    assert_eq!(tool_error["result"]["isError"], true, "{tool_error}");
+    let (_, unknown) = both_paths("43", "warden_text__nope", "{}");
+    let unknown: Value = serde_json::from_str(&unknown).unwrap();
+    assert_eq!(unknown["error"]["code"], -32602, "{unknown}");
+    assert_eq!(unknown["error"]["data"]["id"], "ID", "{unknown}");
+
     // An unknown session id.
     let (status, _, _) = post(
         &addr,

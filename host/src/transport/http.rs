@@ -95,6 +95,7 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
     let closing = req.method() == axum::http::Method::DELETE;
     let token_id = caller.principal.token_id.clone();
     let expires_at = caller.principal.expires_at;
+    let correlation = record.id().to_owned();
     let slot = AuditSlot::new(record);
     req.extensions_mut().insert(caller);
     req.extensions_mut().insert(slot.clone());
@@ -126,6 +127,7 @@ async fn mcp_layer(State(state): State<HttpState>, mut req: Request, next: Next)
     if let Some(record) = slot.take_unless_handler_owned(success) {
         response = wire::recorded(record, response).await;
     }
+    response = wire::with_id(response, &correlation);
     // Streams stay open only while their token does: revocation or expiry ends them.
     let is_stream = response
         .headers()
@@ -547,7 +549,10 @@ pub fn router(
     // Layers run outside-in: admission first, then the JSON-RPC guard, then rmcp.
     let protected = Router::new()
         .nest_service("/mcp", mcp)
-        .layer(axum::middleware::from_fn(super::jsonrpc::guard))
+        .layer(axum::middleware::from_fn_with_state(
+            state.gateway.clone(),
+            super::jsonrpc::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             mcp_layer,

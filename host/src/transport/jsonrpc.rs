@@ -16,16 +16,19 @@
 //! Threat: parser confusion and error-path differences between layers (a request one layer
 //! rejects and another accepts).
 
+use super::direct;
 use super::slot::AuditSlot;
 use super::wire::{self, Rejection};
 use crate::audit::Outcome;
+use crate::gateway::{Caller, Gateway};
 use axum::body::{Body, Bytes};
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use std::sync::Arc;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -69,12 +72,16 @@ fn error(status: StatusCode, id: Option<&RawValue>, code: i64, message: &str) ->
 }
 
 /// What the guard learned of a well-formed request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 struct Parsed<'a> {
     /// The method (`None` for a response).
     method: Option<&'a str>,
     /// The tool name of a `tools/call`.
     tool: Option<&'a str>,
+    /// The request id, unparsed.
+    id: Option<&'a RawValue>,
+    /// The params, unparsed.
+    params: Option<&'a RawValue>,
 }
 
 /// Deepest nesting of arrays and objects accepted (below serde_json's own limit, so no
@@ -190,6 +197,8 @@ fn check(body: &[u8]) -> Result<Parsed<'_>, Box<Response>> {
     Ok(Parsed {
         method: envelope.method,
         tool,
+        id: envelope.id,
+        params: envelope.params,
     })
 }
 
@@ -209,10 +218,11 @@ fn headers_match(headers: &http::HeaderMap, parsed: Parsed<'_>) -> bool {
 pub const MAX_TOOL_NAME: usize = crate::gateway::MAX_EXPOSED_NAME;
 
 /// Middleware: buffers POST bodies (up to the limit), answers malformed JSON-RPC itself,
+/// hands a plain stateless `tools/call` to the direct adapter (`transport::direct`),
 /// and names the request in its pending audit record (the [`AuditSlot`] the `/mcp` layer
 /// put in the request): it finishes the record of a request it refuses; `tools/call` and
 /// `tools/list` are finished by the MCP handler, everything else by the `/mcp` layer.
-pub async fn guard(req: Request, next: Next) -> Response {
+pub async fn guard(State(gateway): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
     let slot = req.extensions().get::<AuditSlot>().cloned();
     if req.method() != Method::POST {
         return next.run(req).await;
@@ -246,6 +256,15 @@ pub async fn guard(req: Request, next: Next) -> Response {
                 let method = parsed.method.unwrap_or("response");
                 let name: String = method.chars().take(64).collect();
                 slot.name(&name, matches!(method, "tools/call" | "tools/list"));
+                // A plain stateless tools/call is answered here, without rmcp.
+                if let Some(tool) = parsed.tool
+                    && let Some(caller) = parts.extensions.get::<Caller>()
+                    && let Some(call) =
+                        direct::direct_call(&parts.headers, tool, parsed.id, parsed.params)
+                    && let Some(record) = slot.take()
+                {
+                    return direct::answer(&gateway, caller, record, call).await;
+                }
             }
             next.run(Request::from_parts(parts, Body::from(bytes)))
                 .await

@@ -101,7 +101,7 @@ fn not_admitted() -> ErrorData {
 }
 
 /// The MCP result of a tool reply.
-fn result(reply: ToolReply) -> CallToolResult {
+pub(super) fn result(reply: ToolReply) -> CallToolResult {
     let content = vec![ContentBlock::text(reply.text)];
     let mut result = if reply.is_error {
         CallToolResult::error(content)
