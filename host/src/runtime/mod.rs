@@ -60,10 +60,11 @@ pub struct RuntimeConfig {
     pub max_memory_bytes: usize,
     /// Epoch tick: the granularity of deadlines and of cooperative yielding.
     pub epoch_tick: Duration,
-    /// Bytes at the start of each pooled linear memory that are reset in place (only the
-    /// pages the last call dirtied) instead of being returned to the kernel. Covering a
-    /// skill's whole working memory makes a fresh instance about twice as fast (measured in
-    /// `docs/benchmarks.md`); a partial cover is the slowest setting.
+    /// Bytes of each pooled linear memory that are reset in place instead of being
+    /// returned to the kernel. On Linux 6.7+ only the pages that are resident are cleared
+    /// (`PAGEMAP_SCAN`), so this bounds what stays resident per slot rather than what every
+    /// drop clears; elsewhere that many leading bytes are cleared on every drop. Measured
+    /// in `docs/benchmarks.md`.
     pub memory_keep_resident: usize,
 }
 
@@ -317,7 +318,10 @@ pub fn engine_config(config: &RuntimeConfig) -> Config {
         .total_stacks(n)
         .max_memory_size(config.max_memory_bytes)
         .linear_memory_keep_resident(config.memory_keep_resident)
-        .table_keep_resident(1 << 16);
+        .table_keep_resident(1 << 16)
+        // Reset only the pages a call made resident (Linux 6.7+ `PAGEMAP_SCAN`; elsewhere
+        // the first `memory_keep_resident` bytes are cleared whether used or not).
+        .pagemap_scan(wasmtime::Enabled::Auto);
     let mut c = Config::new();
     c.wasm_component_model(true)
         .epoch_interruption(true)
