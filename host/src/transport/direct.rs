@@ -22,9 +22,8 @@ use super::mcp;
 use super::wire;
 use crate::audit::PendingRecord;
 use crate::gateway::{Caller, Gateway};
-use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, ProtocolVersion, RequestId, ServerJsonRpcMessage,
     ServerResult,
@@ -69,21 +68,22 @@ fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
     json && sse
 }
 
-/// Whether the headers are those of a plain stateless 2026-07-28 `tools/call` of `tool`.
-fn headers_are_direct(headers: &HeaderMap, tool: &str) -> bool {
-    let json_body = headers
+/// Whether the `Content-Type` is JSON (parameters allowed, as rmcp allows them).
+fn json_body(headers: &HeaderMap) -> bool {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
-        });
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Whether the headers are those of a plain stateless 2026-07-28 `tools/call` of `tool`.
+fn headers_are_direct(headers: &HeaderMap, tool: &str) -> bool {
     !headers.contains_key("mcp-session-id")
         && sole(headers, "mcp-protocol-version") == Some(ProtocolVersion::V_2026_07_28.as_str())
         && sole(headers, "mcp-method") == Some("tools/call")
         && sole(headers, "mcp-name") == Some(tool)
-        && json_body
+        && json_body(headers)
         && accepts_json_and_sse(headers)
         && !headers
             .keys()
@@ -136,32 +136,20 @@ pub(super) async fn answer(
             ServerJsonRpcMessage::error(wire::jsonrpc(&refusal, &correlation), Some(id))
         }
     };
-    let response = match serde_json::to_vec(&message) {
-        Ok(body) => Response::builder()
-            .status(StatusCode::OK)
-            .header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .body(Body::from(body)),
+    // The `/mcp` layer adds the correlation header to every response, this one included.
+    match serde_json::to_vec(&message) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
             tracing::error!(id = %correlation, error = %e, "encoding a tool result failed");
-            Response::builder()
-                .status(StatusCode::INTERNAL_SERVER_ERROR)
-                .body(Body::from("internal error"))
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
-    };
-    let response = response.unwrap_or_else(|_| {
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        r
-    });
-    wire::with_id(response, &correlation)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
