@@ -65,9 +65,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(warden::storage::Store::open(&dir.path().join("db")).unwrap());
     for scope in ["acme", "acme/core", "acme/core/prod"] {
-        warden::identity::create_scope(&store, scope).unwrap();
+        warden::identity::create_scope(&*store, scope).unwrap();
     }
-    warden::identity::put_agent(&store, "acme/core/prod/bot", vec!["team42".into()], None).unwrap();
+    warden::identity::put_agent(&*store, "acme/core/prod/bot", vec!["team42".into()], None)
+        .unwrap();
     let token = warden::auth::issue_service_token(&store, "acme/core/prod/bot", "bench")
         .unwrap()
         .token;

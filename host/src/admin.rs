@@ -7,16 +7,18 @@
 //! only `operator` admins may change anything, `approver` admins may read; every admin
 //! request is audited with the admin as principal (`admin:<name>`); a new token's secret
 //! appears once, in the response that created it, and never in a listing; policy text is
-//! validated before it is stored, and a refused set changes nothing.
+//! validated before it is stored, and a refused set changes nothing; a change is committed
+//! in the same store transaction as its audit record, or not at all (`change`).
 //!
 //! Threat: unauthorised changes to who may do what, and operators acting without a trace.
 
-use crate::audit::{self, Outcome};
+use crate::audit::{self, Committed, Outcome};
 use crate::auth::{self, Admin, AuthError, IssueRequest, ROLE_OPERATOR};
-use crate::gateway::{ApplyError, Gateway, target};
+use crate::gateway::{self, Gateway, target};
 use crate::identity::{self, IdentityError};
 use crate::policy::{Circumstances, PolicyEngine, PolicyVersion, Subject, Target};
-use crate::storage::{StoreError, TokenKind};
+use crate::storage::{StoreError, Tables, TokenKind, Tx};
+use crate::transport::slot::AuditSlot;
 use crate::transport::wire;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
@@ -157,11 +159,52 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
     // Fail closed: a change is applied only while the trail can record it.
     if !reads && !gateway.audit().healthy() {
         record.record().error_class = Some("audit".into());
-        return wire::finish(record, Outcome::Error, wire::audit_unavailable(&id)).await;
+        let r = ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            wire::AUDIT_UNAVAILABLE.into(),
+        );
+        return wire::finish(record, Outcome::Error, r.into_response()).await;
     }
+    // A change takes the record and commits it with the change (see `change`); whatever
+    // else the handler answers is recorded here, from its status.
+    let slot = AuditSlot::new(record);
     req.extensions_mut().insert(admin);
+    req.extensions_mut().insert(slot.clone());
     let response = next.run(req).await;
-    wire::recorded(record, response).await
+    match slot.take() {
+        Some(record) => wire::recorded(record, response).await,
+        None => wire::with_id(response, &id),
+    }
+}
+
+/// Applies `change` and records the request in one store transaction (see
+/// `PendingRecord::commit`): a change whose record cannot be written is not applied, and
+/// is answered 503. A refused change (`Err`) writes nothing; its record is left for the
+/// layer to finish from the error's status.
+async fn change<R: Send + 'static>(
+    slot: &AuditSlot,
+    change: impl FnOnce(&Tx<'_>) -> Result<R, ApiError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let record = slot.take().ok_or_else(|| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request's audit record is missing".into(),
+        )
+    })?;
+    match record.commit(change).await {
+        Ok(Committed::Applied(r)) => Ok(r),
+        Ok(Committed::Refused(e, record)) => {
+            slot.put_back(*record);
+            Err(e)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "an admin change was not applied: its record could not be written");
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                wire::AUDIT_UNAVAILABLE.into(),
+            ))
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/admin/v1/scopes", tag = "identity",
@@ -191,8 +234,12 @@ struct ScopeBody {
     responses((status = 201, description = "Created", body = Object),
               (status = 404, description = "The parent does not exist", body = Object),
               (status = 409, description = "It exists already", body = Object)))]
-async fn create_scope(State(g): Shared, Json(body): Json<ScopeBody>) -> ApiResult {
-    identity::create_scope(g.store(), &body.path)?;
+async fn create_scope(
+    Extension(slot): Extension<AuditSlot>,
+    Json(body): Json<ScopeBody>,
+) -> ApiResult {
+    let path = body.path.clone();
+    change(&slot, move |tx| Ok(identity::create_scope(tx, &path)?)).await?;
     Ok((StatusCode::CREATED, Json(json!({"path": body.path}))).into_response())
 }
 
@@ -221,8 +268,20 @@ struct AgentBody {
 #[utoipa::path(post, path = "/admin/v1/agents", tag = "identity", request_body = AgentBody,
     responses((status = 200, description = "Saved", body = Object),
               (status = 404, description = "The environment does not exist", body = Object)))]
-async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
-    let record = identity::put_agent(g.store(), &body.path, body.groups, body.rate_limit)?;
+async fn put_agent(
+    Extension(slot): Extension<AuditSlot>,
+    Json(body): Json<AgentBody>,
+) -> ApiResult {
+    let path = body.path.clone();
+    let record = change(&slot, move |tx| {
+        Ok(identity::put_agent(
+            tx,
+            &path,
+            body.groups,
+            body.rate_limit,
+        )?)
+    })
+    .await?;
     Ok(
         Json(json!({"path": body.path, "groups": record.groups, "rate_limit": record.rate_limit}))
             .into_response(),
@@ -233,14 +292,23 @@ async fn put_agent(State(g): Shared, Json(body): Json<AgentBody>) -> ApiResult {
     params(("path" = String, Path, description = "tenant/workspace/environment/agent")),
     responses((status = 200, description = "Deleted; its tokens are revoked", body = Object),
               (status = 404, description = "No such agent", body = Object)))]
-async fn delete_agent(State(g): Shared, Path(path): Path<String>) -> ApiResult {
+async fn delete_agent(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Path(path): Path<String>,
+) -> ApiResult {
     identity::parse_path(&path, 4)?;
-    let Some(ids) = g.store().delete_agent(&path, identity::now_secs())? else {
-        return Err(ApiError(
-            StatusCode::NOT_FOUND,
-            format!("agent `{path}` does not exist"),
-        ));
-    };
+    let agent = path.clone();
+    let ids = change(&slot, move |tx| {
+        tx.delete_agent(&agent, identity::now_secs())?
+            .ok_or_else(|| {
+                ApiError(
+                    StatusCode::NOT_FOUND,
+                    format!("agent `{agent}` does not exist"),
+                )
+            })
+    })
+    .await?;
     // Close the streams of the tokens this revoked.
     g.streams().close(&ids);
     Ok(Json(json!({"deleted": path, "revoked_tokens": ids})).into_response())
@@ -290,10 +358,16 @@ struct WorkspacesBody {
               (status = 404, description = "No such skill or workspace", body = Object)))]
 async fn set_skill_workspaces(
     State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
     Path(name): Path<String>,
     Json(body): Json<WorkspacesBody>,
 ) -> ApiResult {
-    g.set_skill_workspaces(&name, body.workspaces.clone())?;
+    let (skill, workspaces) = (name.clone(), body.workspaces.clone());
+    change(&slot, move |tx| {
+        Ok(gateway::store_skill_workspaces(tx, &skill, workspaces)?)
+    })
+    .await?;
+    g.install_in(&name, body.workspaces.clone());
     Ok(Json(json!({"name": name, "workspaces": body.workspaces})).into_response())
 }
 
@@ -351,7 +425,10 @@ struct IssueBody {
 #[utoipa::path(post, path = "/admin/v1/tokens", tag = "tokens", request_body = IssueBody,
     responses((status = 201, description = "The token (shown once) and its record", body = Object),
               (status = 400, description = "Refused (unknown agent, TTL over the cap, bad role)", body = Object)))]
-async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult {
+async fn issue_token(
+    Extension(slot): Extension<AuditSlot>,
+    Json(body): Json<IssueBody>,
+) -> ApiResult {
     let kind = match body.kind.as_deref().unwrap_or("service") {
         "service" => TokenKind::Service,
         "admin" => TokenKind::Admin,
@@ -361,18 +438,16 @@ async fn issue_token(State(g): Shared, Json(body): Json<IssueBody>) -> ApiResult
             )));
         }
     };
-    let issued = auth::issue(
-        g.store(),
-        IssueRequest {
-            kind,
-            principal: body.principal,
-            role: body.role.unwrap_or_else(|| ROLE_OPERATOR.into()),
-            ttl: body.ttl_secs,
-            label: body.label,
-            audience: None,
-            parent: None,
-        },
-    )?;
+    let request = IssueRequest {
+        kind,
+        principal: body.principal,
+        role: body.role.unwrap_or_else(|| ROLE_OPERATOR.into()),
+        ttl: body.ttl_secs,
+        label: body.label,
+        audience: None,
+        parent: None,
+    };
+    let issued = change(&slot, move |tx| Ok(auth::issue(tx, request)?)).await?;
     let mut resp = (
         StatusCode::CREATED,
         Json(json!({"token": issued.token, "record": issued.record})),
@@ -397,15 +472,21 @@ struct RotateBody {
               (status = 404, description = "No such token", body = Object)))]
 async fn rotate_token(
     State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
     Path(id): Path<String>,
     body: Option<Json<RotateBody>>,
 ) -> ApiResult {
     let grace = body.map(|b| b.0.grace_secs).unwrap_or(0);
-    let issued = auth::rotate(g.store(), &id, grace)?;
+    let old = id.clone();
+    let (issued, children) = change(&slot, move |tx| {
+        let issued = auth::rotate(tx, &old, grace)?;
+        Ok((issued, auth::children(tx, &old)?))
+    })
+    .await?;
     // The old token's streams, and those of the agent tokens exchanged from it, end with
     // its grace window.
     let mut ids = vec![id.clone()];
-    ids.extend(auth::children(g.store(), &id)?);
+    ids.extend(children);
     if grace == 0 {
         g.streams().close(&ids);
     } else {
@@ -432,8 +513,12 @@ async fn rotate_token(
     params(("id" = String, Path, description = "Token id (tok_...)")),
     responses((status = 200, description = "Revoked ids (with exchanged tokens); their streams are closed", body = Object),
               (status = 404, description = "No such token", body = Object)))]
-async fn revoke_token(State(g): Shared, Path(id): Path<String>) -> ApiResult {
-    let ids = auth::revoke(g.store(), &id)?;
+async fn revoke_token(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let ids = change(&slot, move |tx| Ok(auth::revoke(tx, &id)?)).await?;
     g.streams().close(&ids);
     Ok(Json(json!({ "revoked": ids })).into_response())
 }
@@ -479,20 +564,23 @@ struct ApplyBody {
               (status = 422, description = "Does not parse or validate; nothing changed", body = Object)))]
 async fn apply_policy(
     State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
     Extension(admin): Extension<Admin>,
     Json(body): Json<ApplyBody>,
 ) -> ApiResult {
-    match g.apply_policy(&body.text, &admin.name) {
-        Ok(v) => Ok((
-            StatusCode::CREATED,
-            Json(json!({"version": v.version, "digest": v.digest, "policies": v.policies})),
-        )
-            .into_response()),
-        Err(ApplyError::Policy(e)) => {
-            Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))
-        }
-        Err(ApplyError::Store(e)) => Err(e.into()),
-    }
+    let engine = PolicyEngine::new(&body.text)
+        .map_err(|e| ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let (v, engine) = change(&slot, move |tx| {
+        let v = gateway::store_policy(tx, &body.text, &engine, &admin.name)?;
+        Ok((v, engine))
+    })
+    .await?;
+    g.activate_policy(engine, &v);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"version": v.version, "digest": v.digest, "policies": v.policies})),
+    )
+        .into_response())
 }
 
 /// A simulated request: who (an existing agent's path, or a full subject), which tool (an

@@ -23,7 +23,7 @@
 
 use crate::identity::Subject;
 use crate::identity::{self, now_secs};
-use crate::storage::{Store, StoreError, TokenKind, TokenRecord};
+use crate::storage::{Store, StoreError, Tables, TokenKind, TokenRecord};
 use base64::Engine as _;
 
 /// Prefix of service tokens.
@@ -184,7 +184,7 @@ pub struct IssueRequest {
 }
 
 /// Issues a token, storing only its hash.
-pub fn issue(store: &Store, req: IssueRequest) -> Result<Issued, AuthError> {
+pub fn issue(store: &impl Tables, req: IssueRequest) -> Result<Issued, AuthError> {
     let (default_ttl, max_ttl) = match req.kind {
         TokenKind::Service => (Some(SERVICE_DEFAULT_TTL), Some(SERVICE_MAX_TTL)),
         TokenKind::Agent => (Some(AGENT_DEFAULT_TTL), Some(AGENT_MAX_TTL)),
@@ -267,7 +267,7 @@ pub fn issue_service_token(store: &Store, agent: &str, label: &str) -> Result<Is
 
 /// Rotates a token: issues a replacement with the same principal, role and remaining
 /// lifetime policy, and lets the old one live only `grace` more seconds.
-pub fn rotate(store: &Store, id: &str, grace: u64) -> Result<Issued, AuthError> {
+pub fn rotate(store: &impl Tables, id: &str, grace: u64) -> Result<Issued, AuthError> {
     if grace > MAX_GRACE {
         return Err(AuthError::Refused(format!(
             "a grace window of {grace} s is over the {MAX_GRACE} s limit"
@@ -307,7 +307,7 @@ pub fn rotate(store: &Store, id: &str, grace: u64) -> Result<Issued, AuthError> 
 }
 
 /// Revokes a token and every agent token exchanged from it. Returns the revoked ids.
-pub fn revoke(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
+pub fn revoke(store: &impl Tables, id: &str) -> Result<Vec<String>, AuthError> {
     let (hash, record) = store.token_by_id(id)?.ok_or(AuthError::Unknown)?;
     let now = now_secs();
     let mut changed = Vec::new();
@@ -331,7 +331,7 @@ pub fn revoke(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
 }
 
 /// The ids of the agent tokens exchanged from token `id`.
-pub fn children(store: &Store, id: &str) -> Result<Vec<String>, AuthError> {
+pub fn children(store: &impl Tables, id: &str) -> Result<Vec<String>, AuthError> {
     Ok(store
         .tokens()?
         .into_iter()

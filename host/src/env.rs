@@ -23,7 +23,8 @@ pub const ADMIN_TOKEN: &str = "WARDEN_ADMIN_TOKEN";
 pub const SDK_PATH: &str = "WARDEN_SDK_PATH";
 /// Cargo target directory of wasm builds.
 pub const WASM_TARGET_DIR: &str = "WARDEN_WASM_TARGET_DIR";
-/// Debug builds only: comma-separated fault injection points (`audit-commit`).
+/// Debug builds only: comma-separated fault injection points (`audit-commit`: every audit
+/// commit fails; `audit-change`: the transaction of every admin change fails).
 pub const FAILPOINTS: &str = "WARDEN_FAILPOINTS";
 
 /// XDG base directory of user data.

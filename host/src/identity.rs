@@ -11,7 +11,7 @@
 //! Threat: confused identities (an agent of one tenant acting under another's name) and
 //! orphaned credentials.
 
-use crate::storage::{AgentRecord, ScopeRecord, Store, StoreError};
+use crate::storage::{AgentRecord, ScopeRecord, Store, StoreError, Tables};
 use serde::{Deserialize, Serialize};
 
 /// Who is calling.
@@ -92,7 +92,7 @@ pub fn parse_path(path: &str, depth: usize) -> Result<Vec<&str>, IdentityError> 
 }
 
 /// Creates a tenant (depth 1), workspace (2) or environment (3).
-pub fn create_scope(store: &Store, path: &str) -> Result<(), IdentityError> {
+pub fn create_scope(store: &impl Tables, path: &str) -> Result<(), IdentityError> {
     let depth = path.split('/').count();
     if !(1..=3).contains(&depth) {
         return Err(IdentityError::Invalid(format!(
@@ -118,7 +118,7 @@ pub fn create_scope(store: &Store, path: &str) -> Result<(), IdentityError> {
 
 /// Creates or updates an agent in an existing environment.
 pub fn put_agent(
-    store: &Store,
+    store: &impl Tables,
     path: &str,
     groups: Vec<String>,
     rate_limit: Option<u32>,

@@ -7,7 +7,9 @@
 //! its journal already holds durably (`append_audit(.., durable: false)`): those commits
 //! become durable with the next durable one, and the journal replays them after a crash.
 //! Token secrets are never stored: only their hashes. Audit records and the usage counters
-//! they feed are written in the same transaction, so they never disagree.
+//! they feed are written in the same transaction, so they never disagree. What an admin
+//! change reads and writes goes through [`Tables`], alike on the store and inside a [`Tx`],
+//! so the audit writer can commit a change and its record in one transaction.
 //!
 //! Threat: credential theft from the data directory, and torn state after a crash.
 
@@ -259,90 +261,39 @@ impl Store {
         Ok(out)
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-    ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
-        match table.get(key).map_err(|e| self.db_err(e))? {
-            Some(v) => decode(v.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn put<T: Serialize>(
-        &self,
-        table: TableDefinition<&str, &[u8]>,
-        key: &str,
-        value: &T,
-    ) -> Result<(), StoreError> {
-        let bytes = encode(value)?;
-        self.write(|txn| {
-            txn.open_table(table)?.insert(key, bytes.as_slice())?;
-            Ok(())
-        })
-    }
-
     fn all<T: for<'de> Deserialize<'de>>(
         &self,
-        table: TableDefinition<&str, &[u8]>,
+        table: BytesTable,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.db_err(e))? {
-            let (k, v) = entry.map_err(|e| self.db_err(e))?;
-            out.push((k.value().to_owned(), decode(v.value())?));
-        }
-        Ok(out)
+        decode_all(sealed::Raw::raw_all(self, table)?)
     }
 
-    /// Stores a new token record under its hash (and its id).
-    pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        let bytes = encode(record)?;
-        self.write(|txn| {
-            txn.open_table(TOKENS)?.insert(hash, bytes.as_slice())?;
-            txn.open_table(TOKEN_IDS)?
-                .insert(record.id.as_str(), hash)?;
-            Ok(())
-        })
-    }
-
-    /// Looks up a token by hash.
-    pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get(TOKENS, hash)
-    }
-
-    /// Looks up a token by id: its hash and record.
-    pub fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let ids = txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
-        let Some(hash) = ids.get(id).map_err(|e| self.db_err(e))? else {
-            return Ok(None);
-        };
-        let hash = hash.value().to_owned();
-        let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
-        match tokens.get(hash.as_str()).map_err(|e| self.db_err(e))? {
-            Some(v) => Ok(Some((hash, decode(v.value())?))),
-            None => Ok(None),
-        }
-    }
-
-    /// Replaces token records (by hash) in one transaction.
-    pub fn update_tokens(&self, records: &[(String, TokenRecord)]) -> Result<(), StoreError> {
-        let encoded: Vec<(String, Vec<u8>)> = records
-            .iter()
-            .map(|(h, r)| encode(r).map(|b| (h.clone(), b)))
-            .collect::<Result<_, _>>()?;
-        self.write(|txn| {
-            let mut tokens = txn.open_table(TOKENS)?;
-            for (hash, bytes) in &encoded {
-                tokens.insert(hash.as_str(), bytes.as_slice())?;
+    /// Runs `f` in one durable write transaction, committed only when it returns
+    /// `Ok(true)`; `Ok(false)` or an error abort it (nothing `f` wrote stays). The audit
+    /// writer commits an admin change and its record this way.
+    pub fn atomically(
+        &self,
+        f: impl FnOnce(&Tx<'_>) -> Result<bool, StoreError>,
+    ) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let outcome = f(&Tx {
+            txn: &txn,
+            path: &self.path,
+        });
+        match outcome {
+            Ok(true) => {
+                txn.commit().map_err(|e| self.db_err(e))?;
+                Ok(true)
             }
-            Ok(())
-        })
+            Ok(false) => {
+                txn.abort().map_err(|e| self.db_err(e))?;
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
     }
 
     /// Deletes the token records (by hash) that `doomed` picks, in one transaction; returns
@@ -372,11 +323,6 @@ impl Store {
         Ok(victims.len())
     }
 
-    /// Every token record (with its hash).
-    pub fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        self.all(TOKENS)
-    }
-
     /// Number of stored tokens.
     pub fn token_count(&self) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
@@ -384,42 +330,9 @@ impl Store {
         table.len().map_err(|e| self.db_err(e))
     }
 
-    /// Records an installed skill.
-    pub fn put_skill(&self, name: &str, record: &SkillRecord) -> Result<(), StoreError> {
-        self.put(SKILLS, name, record)
-    }
-
-    /// One installed skill.
-    pub fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
-        self.get(SKILLS, name)
-    }
-
     /// All installed skills, by name.
     pub fn skills(&self) -> Result<Vec<(String, SkillRecord)>, StoreError> {
         self.all(SKILLS)
-    }
-
-    /// Creates a scope; refuses an existing one.
-    pub fn create_scope(&self, path: &str, record: &ScopeRecord) -> Result<(), StoreError> {
-        let bytes = encode(record)?;
-        let created = self.write(|txn| {
-            let mut scopes = txn.open_table(SCOPES)?;
-            if scopes.get(path)?.is_some() {
-                return Ok(false);
-            }
-            scopes.insert(path, bytes.as_slice())?;
-            Ok(true)
-        })?;
-        if created {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!("`{path}` already exists")))
-        }
-    }
-
-    /// Looks up a scope.
-    pub fn scope(&self, path: &str) -> Result<Option<ScopeRecord>, StoreError> {
-        self.get(SCOPES, path)
     }
 
     /// Every scope, by path.
@@ -427,54 +340,9 @@ impl Store {
         self.all(SCOPES)
     }
 
-    /// Creates or replaces an agent.
-    pub fn put_agent(&self, path: &str, record: &AgentRecord) -> Result<(), StoreError> {
-        self.put(AGENTS, path, record)
-    }
-
-    /// Looks up an agent.
-    pub fn agent(&self, path: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.get(AGENTS, path)
-    }
-
     /// Every agent, by path.
     pub fn agents(&self) -> Result<Vec<(String, AgentRecord)>, StoreError> {
         self.all(AGENTS)
-    }
-
-    /// Deletes an agent and revokes its tokens (one transaction). Returns the ids of the
-    /// agent's tokens (whose streams the caller closes), or `None` if it did not exist.
-    pub fn delete_agent(&self, path: &str, now: u64) -> Result<Option<Vec<String>>, StoreError> {
-        let mut ids = Vec::new();
-        let mut revoked = Vec::new();
-        for (hash, mut record) in self.tokens()? {
-            if record.kind != TokenKind::Admin && record.principal == path {
-                ids.push(record.id.clone());
-                if record.revoked_at.is_none() {
-                    record.revoked_at = Some(now);
-                    revoked.push((hash, encode(&record)?));
-                }
-            }
-        }
-        let existed = self.write(|txn| {
-            let existed = txn.open_table(AGENTS)?.remove(path)?.is_some();
-            let mut table = txn.open_table(TOKENS)?;
-            for (hash, bytes) in &revoked {
-                table.insert(hash.as_str(), bytes.as_slice())?;
-            }
-            Ok(existed)
-        })?;
-        Ok(existed.then_some(ids))
-    }
-
-    /// Appends a policy version; `make` receives the next version number.
-    pub fn append_policy(&self, bytes: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, StoreError> {
-        self.write(|txn| {
-            let mut table = txn.open_table(POLICIES)?;
-            let next = table.last()?.map_or(1, |(k, _)| k.value() + 1);
-            table.insert(next, bytes(next).as_slice())?;
-            Ok(next)
-        })
     }
 
     /// Every policy version, oldest first (raw JSON).
@@ -499,31 +367,15 @@ impl Store {
             .map(|(_, v)| v.value().to_vec()))
     }
 
-    /// Commits a batch of audit records and the usage they add, durably, in one
-    /// transaction. Returns only once the commit is on disk.
+    /// Commits a batch of audit records and the usage they add in one transaction; when
+    /// `durable`, returns only once the commit is on disk.
     pub fn append_audit(
         &self,
         records: &[(u64, Vec<u8>)],
         usage: &[(String, Usage)],
         durable: bool,
     ) -> Result<(), StoreError> {
-        self.write_with(durable, |txn| {
-            let mut audit = txn.open_table(AUDIT)?;
-            for (seq, bytes) in records {
-                audit.insert(*seq, bytes.as_slice())?;
-            }
-            let mut table = txn.open_table(USAGE)?;
-            for (key, delta) in usage {
-                let mut current: Usage = match table.get(key.as_str())? {
-                    Some(v) => serde_json::from_slice(v.value()).unwrap_or_default(),
-                    None => Usage::default(),
-                };
-                current.add(delta);
-                let bytes = serde_json::to_vec(&current).unwrap_or_default();
-                table.insert(key.as_str(), bytes.as_slice())?;
-            }
-            Ok(())
-        })
+        self.write_with(durable, |txn| append_audit_in(txn, records, usage))
     }
 
     /// The last audit record (sequence number and raw bytes).
@@ -585,6 +437,308 @@ impl Store {
         self.all(USAGE)
     }
 }
+
+/// A table of JSON records by string key.
+type BytesTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+fn decode_all<T: for<'de> Deserialize<'de>>(
+    raw: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<(String, T)>, StoreError> {
+    raw.into_iter()
+        .map(|(k, v)| decode(&v).map(|t| (k, t)))
+        .collect()
+}
+
+fn get_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<Vec<u8>>, redb::Error> {
+    Ok(table.get(key)?.map(|v| v.value().to_vec()))
+}
+
+fn all_in(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, v) = entry?;
+        out.push((k.value().to_owned(), v.value().to_vec()));
+    }
+    Ok(out)
+}
+
+fn token_by_id_in(
+    ids: &impl ReadableTable<&'static str, &'static str>,
+    tokens: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<(String, Vec<u8>)>, redb::Error> {
+    let Some(hash) = ids.get(id)? else {
+        return Ok(None);
+    };
+    let hash = hash.value().to_owned();
+    Ok(get_in(tokens, &hash)?.map(|bytes| (hash, bytes)))
+}
+
+fn append_audit_in(
+    txn: &redb::WriteTransaction,
+    records: &[(u64, Vec<u8>)],
+    usage: &[(String, Usage)],
+) -> Result<(), redb::Error> {
+    let mut audit = txn.open_table(AUDIT)?;
+    for (seq, bytes) in records {
+        audit.insert(*seq, bytes.as_slice())?;
+    }
+    let mut table = txn.open_table(USAGE)?;
+    for (key, delta) in usage {
+        let mut current: Usage = match table.get(key.as_str())? {
+            Some(v) => serde_json::from_slice(v.value()).unwrap_or_default(),
+            None => Usage::default(),
+        };
+        current.add(delta);
+        let bytes = serde_json::to_vec(&current).unwrap_or_default();
+        table.insert(key.as_str(), bytes.as_slice())?;
+    }
+    Ok(())
+}
+
+/// An open write transaction (see [`Store::atomically`]): what it reads includes what it
+/// wrote, and nothing it writes is seen by others before it commits.
+pub struct Tx<'a> {
+    txn: &'a redb::WriteTransaction,
+    path: &'a Path,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("path", &self.path).finish()
+    }
+}
+
+impl Tx<'_> {
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            path: self.path.to_owned(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Adds audit records and the usage they add (the audit writer, committing them with
+    /// the change they record).
+    pub fn append_audit(
+        &self,
+        records: &[(u64, Vec<u8>)],
+        usage: &[(String, Usage)],
+    ) -> Result<(), StoreError> {
+        append_audit_in(self.txn, records, usage).map_err(|e| self.db_err(e))
+    }
+}
+
+mod sealed {
+    use super::{BytesTable, StoreError};
+
+    /// How [`super::Tables`] reaches the tables: the store opens one transaction per
+    /// call, a [`super::Tx`] uses its own.
+    pub trait Raw {
+        fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+        fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
+        fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+        fn raw_write<R>(
+            &self,
+            f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+        ) -> Result<R, StoreError>;
+    }
+}
+
+impl sealed::Raw for Store {
+    fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
+        get_in(&table, key).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
+        all_in(&table).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let ids = txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
+        let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
+        token_by_id_in(&ids, &tokens, id).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_write<R>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        self.write(f)
+    }
+}
+
+impl sealed::Raw for Tx<'_> {
+    fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let table = self.txn.open_table(table).map_err(|e| self.db_err(e))?;
+        get_in(&table, key).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let table = self.txn.open_table(table).map_err(|e| self.db_err(e))?;
+        all_in(&table).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        let ids = self.txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
+        let tokens = self.txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
+        token_by_id_in(&ids, &tokens, id).map_err(|e| self.db_err(e))
+    }
+
+    fn raw_write<R>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        f(self.txn).map_err(|e| self.db_err(e))
+    }
+}
+
+/// The records an admin change reads and writes (tokens, skills, scopes, agents, policy
+/// versions), reached alike through the [`Store`] (one transaction per call) and through a
+/// [`Tx`] (one transaction for a whole change and its audit record).
+pub trait Tables: sealed::Raw {
+    /// Looks up a token by hash.
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.raw_get(TOKENS, hash)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Looks up a token by id: its hash and record.
+    fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
+        match self.raw_token_by_id(id)? {
+            Some((hash, bytes)) => Ok(Some((hash, decode(&bytes)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// Every token record (with its hash).
+    fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
+        decode_all(self.raw_all(TOKENS)?)
+    }
+
+    /// Stores a new token record under its hash (and its id).
+    fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        self.raw_write(|txn| {
+            txn.open_table(TOKENS)?.insert(hash, bytes.as_slice())?;
+            txn.open_table(TOKEN_IDS)?
+                .insert(record.id.as_str(), hash)?;
+            Ok(())
+        })
+    }
+
+    /// Replaces token records (by hash) in one transaction.
+    fn update_tokens(&self, records: &[(String, TokenRecord)]) -> Result<(), StoreError> {
+        let encoded: Vec<(String, Vec<u8>)> = records
+            .iter()
+            .map(|(h, r)| encode(r).map(|b| (h.clone(), b)))
+            .collect::<Result<_, _>>()?;
+        self.raw_write(|txn| {
+            let mut tokens = txn.open_table(TOKENS)?;
+            for (hash, bytes) in &encoded {
+                tokens.insert(hash.as_str(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
+    }
+
+    /// One installed skill.
+    fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
+        self.raw_get(SKILLS, name)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Records an installed skill.
+    fn put_skill(&self, name: &str, record: &SkillRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        self.raw_write(|txn| {
+            txn.open_table(SKILLS)?.insert(name, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Looks up a scope.
+    fn scope(&self, path: &str) -> Result<Option<ScopeRecord>, StoreError> {
+        self.raw_get(SCOPES, path)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Creates a scope; refuses an existing one.
+    fn create_scope(&self, path: &str, record: &ScopeRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        let created = self.raw_write(|txn| {
+            let mut scopes = txn.open_table(SCOPES)?;
+            if scopes.get(path)?.is_some() {
+                return Ok(false);
+            }
+            scopes.insert(path, bytes.as_slice())?;
+            Ok(true)
+        })?;
+        if created {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict(format!("`{path}` already exists")))
+        }
+    }
+
+    /// Looks up an agent.
+    fn agent(&self, path: &str) -> Result<Option<AgentRecord>, StoreError> {
+        self.raw_get(AGENTS, path)?.map(|b| decode(&b)).transpose()
+    }
+
+    /// Creates or replaces an agent.
+    fn put_agent(&self, path: &str, record: &AgentRecord) -> Result<(), StoreError> {
+        let bytes = encode(record)?;
+        self.raw_write(|txn| {
+            txn.open_table(AGENTS)?.insert(path, bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// Deletes an agent and revokes its tokens (one transaction). Returns the ids of the
+    /// agent's tokens (whose streams the caller closes), or `None` if it did not exist.
+    fn delete_agent(&self, path: &str, now: u64) -> Result<Option<Vec<String>>, StoreError> {
+        let mut ids = Vec::new();
+        let mut revoked = Vec::new();
+        for (hash, mut record) in self.tokens()? {
+            if record.kind != TokenKind::Admin && record.principal == path {
+                ids.push(record.id.clone());
+                if record.revoked_at.is_none() {
+                    record.revoked_at = Some(now);
+                    revoked.push((hash, encode(&record)?));
+                }
+            }
+        }
+        let existed = self.raw_write(|txn| {
+            let existed = txn.open_table(AGENTS)?.remove(path)?.is_some();
+            let mut table = txn.open_table(TOKENS)?;
+            for (hash, bytes) in &revoked {
+                table.insert(hash.as_str(), bytes.as_slice())?;
+            }
+            Ok(existed)
+        })?;
+        Ok(existed.then_some(ids))
+    }
+
+    /// Appends a policy version; `bytes` receives the next version number.
+    fn append_policy(&self, bytes: impl FnOnce(u64) -> Vec<u8>) -> Result<u64, StoreError> {
+        self.raw_write(|txn| {
+            let mut table = txn.open_table(POLICIES)?;
+            let next = table.last()?.map_or(1, |(k, _)| k.value() + 1);
+            table.insert(next, bytes(next).as_slice())?;
+            Ok(next)
+        })
+    }
+}
+
+impl Tables for Store {}
+impl Tables for Tx<'_> {}
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ use warden::gateway::{Catalog, Gateway, GatewayOptions};
 use warden::identity::LOCAL_AGENT;
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use warden::storage::TokenKind;
-use warden::storage::{SkillRecord, Store};
+use warden::storage::{SkillRecord, Store, Tables};
 use warden::transport::http::{self, HttpState};
 
 /// First-party skills installed by `warden up`, under the `warden` namespace.
@@ -174,7 +174,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     let admin_file = opts.data_dir.join(ADMIN_TOKEN_FILE);
     if first_start || !admin_file.exists() {
         let admin = auth::issue(
-            &store,
+            &*store,
             IssueRequest {
                 kind: TokenKind::Admin,
                 principal: "bootstrap".into(),

@@ -1050,9 +1050,128 @@ fn a_failing_audit_sink_refuses_calls() {
     assert!(up.stop().success());
     let store = warden::storage::Store::open(&dir.path().join("warden.redb")).unwrap();
     assert!(
-        store.scope("acme").unwrap().is_none(),
+        warden::storage::Tables::scope(&store, "acme")
+            .unwrap()
+            .is_none(),
         "a change was applied while its record could not be written"
     );
+}
+
+#[test]
+fn an_admin_change_whose_record_fails_is_not_applied() {
+    // The trail is healthy when each change arrives (so the check before the change
+    // passes); the transaction holding the change and its record then fails.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start_env(d, &[], &[("WARDEN_FAILPOINTS", "audit-change")]);
+    let adm = admin_token(d);
+    let (_, before) = admin(&up.addr, &adm, "GET", "/admin/v1/tokens?all=true", None);
+    let changes = [
+        ("POST", "/admin/v1/scopes", Some(json!({"path": "acme"}))),
+        (
+            "POST",
+            "/admin/v1/agents",
+            Some(json!({"path": "default/default/dev/second"})),
+        ),
+        (
+            "POST",
+            "/admin/v1/tokens",
+            Some(json!({"principal": "default/default/dev/local", "label": "lost"})),
+        ),
+        (
+            "POST",
+            "/admin/v1/policies",
+            Some(json!({"text": "permit (principal, action, resource);"})),
+        ),
+        (
+            "PUT",
+            "/admin/v1/skills/text/workspaces",
+            Some(json!({"workspaces": ["default/default"]})),
+        ),
+        ("DELETE", "/admin/v1/agents/default/default/dev/local", None),
+    ];
+    for (method, path, body) in changes {
+        let (status, v) = admin(&up.addr, &adm, method, path, body);
+        assert_eq!(status, 503, "{method} {path}: {v}");
+        assert!(
+            v["error"]
+                .as_str()
+                .unwrap()
+                .contains("audit trail is unavailable"),
+            "{v}"
+        );
+    }
+    // A change that refuses is answered as usual (nothing was to be written).
+    let (status, v) = admin(
+        &up.addr,
+        &adm,
+        "POST",
+        "/admin/v1/scopes",
+        Some(json!({"path": "default"})),
+    );
+    assert_eq!(status, 409, "{v}");
+    // Nothing changed, as the running gateway sees it...
+    let (_, after) = admin(&up.addr, &adm, "GET", "/admin/v1/tokens?all=true", None);
+    assert_eq!(before, after);
+    let (_, policy) = admin(&up.addr, &adm, "GET", "/admin/v1/policies", None);
+    assert_eq!(policy["versions"].as_array().unwrap().len(), 1, "{policy}");
+    let (_, skills) = admin(&up.addr, &adm, "GET", "/admin/v1/skills", None);
+    let text = skills["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "text")
+        .unwrap()
+        .clone();
+    assert_eq!(text["workspaces"], json!(["*"]), "{text}");
+    // ...and tool calls still work: the trail itself is fine.
+    let token = up.token.clone().unwrap();
+    let (status, _, body) = call(
+        &up.addr,
+        Some(&token),
+        "warden_text__stats",
+        json!({"text": "x"}),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("structuredContent"), "{body}");
+    // Each refused change left exactly one record, an error of class `audit`.
+    let trail = records(&up.addr, &adm, "");
+    let admin_changes: Vec<&Value> = trail
+        .iter()
+        .filter(|r| {
+            let req = r["request"].as_str().unwrap_or_default();
+            req.starts_with("admin ") && !req.starts_with("admin GET")
+        })
+        .collect();
+    assert_eq!(admin_changes.len(), 7, "{admin_changes:#?}");
+    let lost = admin_changes
+        .iter()
+        .filter(|r| r["outcome"] == "error" && r["error_class"] == "audit")
+        .count();
+    assert_eq!(lost, 6, "{admin_changes:#?}");
+    assert!(up.stop().success());
+    // ...and as the store on disk holds it.
+    let store = warden::storage::Store::open(&d.join("warden.redb")).unwrap();
+    assert!(
+        warden::storage::Tables::scope(&store, "acme")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        warden::storage::Tables::agent(&store, "default/default/dev/second")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        warden::storage::Tables::agent(&store, "default/default/dev/local")
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.policy_versions().unwrap().len(), 1);
+    drop(store);
+    let out = ok(warden(d, &["audit", "verify", "--offline", "--json"]));
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["first_broken"].is_null(), "{v}");
 }
 
 #[test]

@@ -24,7 +24,9 @@
 //! journal starts over. At start, records the store lacks are replayed from the journal. A
 //! call is acknowledged only after its record is on disk; when a commit fails every caller
 //! in the batch gets an error (fail closed: the gateway then withholds the result) and the
-//! chain resumes from the last acknowledged record.
+//! chain resumes from the last acknowledged record. An admin change rides with its record
+//! ([`PendingRecord::commit`]): the writer commits both in one redb transaction, or
+//! neither.
 //!
 //! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
 //! with the trail, and secrets leaking into it (arguments are stored only when policy says
@@ -44,13 +46,13 @@ pub use record::*;
 pub use redact::{digest, redact};
 pub use writer::{Expected, recover};
 
-use crate::storage::{Store, StoreError, Usage};
+use crate::storage::{Store, StoreError, Tx, Usage};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
-use writer::{CATCH_UP, LINGER_MAX, Pending, Progress, Queue, Writer, failpoint_audit_commit};
+use writer::{CATCH_UP, LINGER_MAX, Pending, Progress, Queue, Writer, failpoint};
 
 /// Errors of the audit trail.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +70,9 @@ pub enum AuditError {
 
 /// Usage aggregates in memory, mirrored from the store.
 type UsageMap = BTreeMap<String, Usage>;
+
+/// What one record adds to the usage counters, and under which key.
+type UsageDelta = (String, Usage);
 
 /// A request's audit record from its arrival until it is finished, once, with a typed
 /// [`Outcome`]. Stages fill it in through [`PendingRecord::record`]. Dropped unfinished
@@ -121,6 +126,103 @@ impl PendingRecord {
         match self.log.take() {
             Some(log) => log.record(record).await,
             None => Err(AuditError::Unavailable("record finished twice".into())),
+        }
+    }
+}
+
+/// A record's body as the writer takes it (fields capped, without sequence number and
+/// previous MAC, which the writer splices in), and the usage it adds.
+fn serialize(mut record: AuditRecord) -> Result<(Vec<u8>, Option<UsageDelta>), AuditError> {
+    record.cap_fields();
+    let usage = record.usage();
+    let body = serde_json::to_vec(&AuditRecord {
+        seq: 0,
+        prev: String::new(),
+        ..record
+    })
+    .map_err(|e| AuditError::Unavailable(format!("record does not serialize: {e}")))?;
+    Ok((body, usage))
+}
+
+/// What [`PendingRecord::commit`] did with a change.
+#[derive(Debug)]
+pub enum Committed<R, E> {
+    /// The change and its record (outcome `ok`) were committed in one transaction.
+    Applied(R),
+    /// The change refused: nothing was written, and the record, handed back, is still to
+    /// be finished (with the refusal's outcome).
+    Refused(E, Box<PendingRecord>),
+}
+
+impl PendingRecord {
+    /// Applies `change` and finishes the record with [`Outcome::Ok`] in one store
+    /// transaction, run by the writer: the change is stored if and only if its record is.
+    /// A change that returns an error writes nothing and hands the record back. An error
+    /// of this function means neither was stored (the writer then records the request as
+    /// an error when it still can): the caller must report the change as not applied.
+    pub async fn commit<R, E>(
+        mut self,
+        change: impl FnOnce(&Tx<'_>) -> Result<R, E> + Send + 'static,
+    ) -> Result<Committed<R, E>, AuditError>
+    where
+        R: Send + 'static,
+        E: Send + 'static,
+    {
+        let Some(log) = self.log.clone() else {
+            return Err(AuditError::Unavailable("record finished twice".into()));
+        };
+        let out: Arc<Mutex<Option<Result<R, E>>>> = Arc::new(Mutex::new(None));
+        let slot = out.clone();
+        let job: writer::Job = Box::new(move |tx| {
+            let result = change(tx);
+            let ok = result.is_ok();
+            *slot
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(result);
+            ok
+        });
+        let answer = if log.enabled {
+            let mut done = self.record.clone();
+            done.outcome = Outcome::Ok;
+            done.latency_us = elapsed_us(self.started);
+            let mut lost = done.clone();
+            lost.outcome = Outcome::Error;
+            lost.error_class = Some("audit".into());
+            let (body, usage) = serialize(done)?;
+            let (lost, _) = serialize(lost)?;
+            let (answer, wait) = oneshot::channel();
+            log.queue.push(Pending {
+                body,
+                usage,
+                done: answer,
+                change: Some(writer::Change { job, lost }),
+            })?;
+            match wait.await {
+                Ok((answer, _)) => answer,
+                Err(_) => Err("the audit writer stopped".into()),
+            }
+        } else {
+            log.store
+                .atomically(|tx| Ok(job(tx)))
+                .map(|_| 0)
+                .map_err(|e| e.to_string())
+        };
+        let result = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        match (answer, result) {
+            (Ok(_), Some(Err(e))) => Ok(Committed::Refused(e, Box::new(self))),
+            (Ok(_), Some(Ok(r))) => {
+                self.log = None;
+                Ok(Committed::Applied(r))
+            }
+            (Ok(_), None) => Err(AuditError::Unavailable("the change was not run".into())),
+            (Err(e), _) => {
+                // The writer recorded the request as an error (or could not).
+                self.log = None;
+                Err(AuditError::Unavailable(e))
+            }
         }
     }
 }
@@ -201,7 +303,7 @@ impl AuditLog {
             unstored: Vec::new(),
             unstored_usage: HashMap::new(),
             store_failed: false,
-            fail: failpoint_audit_commit(),
+            fail: failpoint("audit-commit"),
         };
         let writer = std::thread::Builder::new()
             .name("warden-audit".into())
@@ -310,18 +412,16 @@ impl AuditLog {
     /// Serializes a (capped) record and queues it.
     fn enqueue(
         &self,
-        mut record: AuditRecord,
+        record: AuditRecord,
     ) -> Result<oneshot::Receiver<writer::Answer>, AuditError> {
-        record.cap_fields();
-        let usage = record.usage();
-        let body = serde_json::to_vec(&AuditRecord {
-            seq: 0,
-            prev: String::new(),
-            ..record
-        })
-        .map_err(|e| AuditError::Unavailable(format!("record does not serialize: {e}")))?;
+        let (body, usage) = serialize(record)?;
         let (done, wait) = oneshot::channel();
-        self.queue.push(Pending { body, usage, done })?;
+        self.queue.push(Pending {
+            body,
+            usage,
+            done,
+            change: None,
+        })?;
         Ok(wait)
     }
 
@@ -498,6 +598,69 @@ mod tests {
         assert_eq!(log.verify().unwrap().first_broken, None);
     }
 
+    #[tokio::test]
+    async fn a_change_is_committed_with_its_record_or_not_at_all() {
+        use crate::storage::{ScopeRecord, StoreError, Tables};
+        let (_dir, store, key) = store_and_key();
+        let log = Arc::new(AuditLog::start(store.clone(), key.clone()).unwrap());
+        let scope = |path: &'static str| {
+            move |tx: &Tx<'_>| tx.create_scope(path, &ScopeRecord { created_at: 1 })
+        };
+        // Records queued around a change keep their order of arrival in the chain.
+        let spawn_records = |n: usize| -> Vec<_> {
+            (0..n)
+                .map(|_| {
+                    let log = log.clone();
+                    tokio::spawn(async move { log.record(rec("ok")).await.unwrap() })
+                })
+                .collect()
+        };
+        let mut calls = spawn_records(20);
+        let mut p = log.open("admin POST /admin/v1/scopes", None);
+        p.record().principal = Some("admin:ops".into());
+        let changed = tokio::spawn(p.commit(scope("acme")));
+        calls.extend(spawn_records(20));
+        assert!(matches!(
+            changed.await.unwrap().unwrap(),
+            Committed::Applied(())
+        ));
+        assert!(store.scope("acme").unwrap().is_some());
+        let mut seqs = Vec::new();
+        for call in calls {
+            seqs.push(call.await.unwrap());
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        assert_eq!(seqs.len(), 40);
+        let trail = log.query(&Query::default()).unwrap();
+        assert_eq!(trail.len(), 41);
+        let admin = trail
+            .iter()
+            .find(|r| r.request.starts_with("admin"))
+            .unwrap();
+        assert_eq!(
+            (admin.outcome, admin.principal.as_deref()),
+            (Outcome::Ok, Some("admin:ops"))
+        );
+        // Queued after the first 20 and before the last 20.
+        assert_eq!(admin.seq, 21);
+        assert!(!seqs.contains(&admin.seq));
+        // A change that refuses writes nothing and hands the record back to be finished.
+        let p = log.open("admin POST /admin/v1/scopes", None);
+        let Committed::Refused(e, p) = p.commit(scope("acme")).await.unwrap() else {
+            panic!("an existing scope was created again");
+        };
+        assert!(matches!(e, StoreError::Conflict(_)));
+        assert_eq!(log.query(&Query::default()).unwrap().len(), 41);
+        assert_eq!(p.finish(Outcome::Invalid).await.unwrap(), 42);
+        // The chain holds, and the restarted log continues it.
+        assert_eq!(log.verify().unwrap().first_broken, None);
+        drop(log);
+        let log = AuditLog::start(store.clone(), key).unwrap();
+        assert_eq!(log.record(rec("ok")).await.unwrap(), 43);
+        assert_eq!(log.verify().unwrap().first_broken, None);
+    }
+
     #[test]
     fn stored_outcome_names_round_trip_and_unknown_ones_are_errors() {
         for o in [
@@ -529,6 +692,7 @@ mod tests {
             body: b"{}".to_vec(),
             usage: None,
             done,
+            change: None,
         };
         (p, wait)
     }

@@ -4,14 +4,16 @@
 //! Invariants: a caller is woken only after its record's journal sync returned; a full
 //! queue refuses rather than grows; a failed journal write fails every caller in the batch
 //! and the chain resumes from the last acknowledged record; the journal starts over only
-//! after a durable redb commit holding all it holds.
+//! after a durable redb commit holding all it holds; an admin change is committed in the
+//! transaction that stores its record (after every record queued before it), or not at
+//! all.
 //!
 //! Threat: acknowledged calls whose record is lost in a crash.
 
 use super::chain::{ChainKey, decode, seal};
 use super::journal::Journal;
 use super::{AuditError, UsageMap};
-use crate::storage::{Store, Usage};
+use crate::storage::{Store, StoreError, Tx, Usage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -53,6 +55,19 @@ pub(super) struct Pending {
     pub(super) body: Vec<u8>,
     pub(super) usage: Option<(String, Usage)>,
     pub(super) done: oneshot::Sender<Answer>,
+    /// An admin change to commit with this record (see `PendingRecord::commit`).
+    pub(super) change: Option<Change>,
+}
+
+/// Runs a change in the writer's transaction; false when the change refused (the
+/// transaction is then aborted).
+pub(super) type Job = Box<dyn FnOnce(&Tx<'_>) -> bool + Send>;
+
+/// An admin change and the record written instead of its own when the transaction that
+/// would store both fails (the request's outcome is then an error).
+pub(super) struct Change {
+    pub(super) job: Job,
+    pub(super) lost: Vec<u8>,
 }
 
 /// The writer's answer: the sequence number (or why the commit failed), and the body's
@@ -204,16 +219,17 @@ impl Progress {
     }
 }
 
-/// Whether the debug-build fault injection asks commits to fail (`WARDEN_FAILPOINTS`
-/// containing `audit-commit`). Release builds never fail on purpose.
-pub(super) fn failpoint_audit_commit() -> bool {
+/// Whether the debug-build fault injection (`WARDEN_FAILPOINTS`, comma-separated) names
+/// `point`: `audit-commit` fails every commit, `audit-change` the transaction of every
+/// admin change after the change ran. Release builds never fail on purpose.
+pub(super) fn failpoint(point: &str) -> bool {
     #[cfg(debug_assertions)]
     {
-        std::env::var(crate::env::FAILPOINTS)
-            .is_ok_and(|v| v.split(',').any(|f| f == "audit-commit"))
+        std::env::var(crate::env::FAILPOINTS).is_ok_and(|v| v.split(',').any(|f| f == point))
     }
     #[cfg(not(debug_assertions))]
     {
+        let _ = point;
         false
     }
 }
@@ -246,6 +262,17 @@ impl Writer {
     pub(super) fn run(mut self) {
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
         while let Some(next) = self.queue.next_batch(&mut batch) {
+            // Records queued before a change are committed before it, and those after it
+            // after it, so the chain's order is the order of arrival.
+            while let Some(at) = batch.iter().position(|p| p.change.is_some()) {
+                let mut after = batch.split_off(at);
+                let change = after.remove(0);
+                if !batch.is_empty() {
+                    self.commit(&mut batch);
+                }
+                self.apply_change(change);
+                batch.append(&mut after);
+            }
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
@@ -308,6 +335,91 @@ impl Writer {
                 for p in batch.drain(..) {
                     let _ = p.done.send((Err(e.clone()), p.body));
                 }
+            }
+        }
+    }
+
+    /// Commits an admin change and its record in one durable store transaction, after
+    /// every journaled record (copied in the same transaction). When the change refuses,
+    /// nothing is written and the caller finishes its record as usual; when the
+    /// transaction fails, the change is not applied and the request is journaled as an
+    /// error instead (when the journal still works).
+    pub(super) fn apply_change(&mut self, mut p: Pending) {
+        let Some(Change { job, lost }) = p.change.take() else {
+            return;
+        };
+        if self.fail {
+            let _ = p.done.send((
+                Err("commit refused (failpoint audit-commit)".to_owned()),
+                p.body,
+            ));
+            self.healthy.store(false, Ordering::Release);
+            return;
+        }
+        let seq = self.seq + 1;
+        let (mac, sealed) = seal(&self.key, seq, &self.prev, &p.body);
+        let own = p.usage.take();
+        let mut usage = self.unstored_usage.clone();
+        if let Some((k, d)) = &own {
+            usage.entry(k.clone()).or_default().add(d);
+        }
+        let usage: Vec<(String, Usage)> = usage.into_iter().collect();
+        let fail = failpoint("audit-change");
+        let unstored = &self.unstored;
+        let result = self.store.atomically(|tx| {
+            if !job(tx) {
+                return Ok(false);
+            }
+            let mut records = Vec::with_capacity(unstored.len() + 1);
+            records.extend_from_slice(unstored);
+            records.push((seq, sealed));
+            tx.append_audit(&records, &usage)?;
+            if fail {
+                return Err(StoreError::Corrupt(
+                    "commit refused (failpoint audit-change)".into(),
+                ));
+            }
+            Ok(true)
+        });
+        match result {
+            Ok(false) => {
+                let _ = p.done.send((Ok(0), p.body));
+            }
+            Ok(true) => {
+                self.seq = seq;
+                self.prev = mac;
+                self.unstored.clear();
+                self.unstored_usage.clear();
+                if let Some((k, d)) = &own {
+                    self.usage
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .entry(k.clone())
+                        .or_default()
+                        .add(d);
+                }
+                self.store_failed = false;
+                self.healthy.store(true, Ordering::Release);
+                self.progress.set_stored(seq);
+                self.progress.acked.store(seq, Ordering::Release);
+                let _ = p.done.send((Ok(seq), p.body));
+            }
+            Err(e) => {
+                let e = e.to_string();
+                tracing::error!(error = %e, "an admin change and its record could not be committed; the change is not applied");
+                self.store_failed = true;
+                self.healthy.store(false, Ordering::Release);
+                // Before answering, so that the caller's next request finds the trail's
+                // health as it now is: the store is retried at once.
+                let (done, _) = oneshot::channel();
+                self.commit(&mut vec![Pending {
+                    body: lost,
+                    usage: own,
+                    done,
+                    change: None,
+                }]);
+                self.store_journaled(false);
+                let _ = p.done.send((Err(e), p.body));
             }
         }
     }

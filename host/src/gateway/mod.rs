@@ -27,7 +27,7 @@ use crate::identity::{self, valid_segment};
 use crate::policy::{PolicyEngine, PolicyError, PolicyVersion, STARTER_POLICY, Target};
 use crate::ratelimit::{AddressLimiter, RateLimiter};
 use crate::runtime::{Skill, ToolInfo};
-use crate::storage::{Store, StoreError};
+use crate::storage::{Store, StoreError, Tables};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -448,7 +448,7 @@ impl Gateway {
             }
             None => {
                 let engine = PolicyEngine::new(STARTER_POLICY)?;
-                let version = store_policy(&store, STARTER_POLICY, &engine, "warden")?;
+                let version = store_policy(&*store, STARTER_POLICY, &engine, "warden")?;
                 ActivePolicy {
                     engine,
                     version: version.version,
@@ -521,19 +521,32 @@ impl Gateway {
     }
 
     /// Validates, stores (as the next version) and applies a policy set. Connected clients
-    /// are told the tool list changed, since what they may see can differ.
+    /// are told the tool list changed, since what they may see can differ. (The admin API
+    /// stores the version with its audit record instead: [`store_policy`], then
+    /// [`Gateway::activate_policy`].)
     pub fn apply_policy(&self, text: &str, by: &str) -> Result<PolicyVersion, ApplyError> {
         let engine = PolicyEngine::new(text)?;
-        let version = store_policy(&self.store, text, &engine, by)?;
-        *self
+        let version = store_policy(&*self.store, text, &engine, by)?;
+        self.activate_policy(engine, &version);
+        Ok(version)
+    }
+
+    /// Puts a stored policy version in force, unless a later one already is (two changes
+    /// committed in one order and activated in the other leave the later in force), and
+    /// tells connected clients the tool list changed.
+    pub fn activate_policy(&self, engine: PolicyEngine, version: &PolicyVersion) {
+        let mut policy = self
             .policy
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(ActivePolicy {
-            engine,
-            version: version.version,
-        });
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if policy.version < version.version {
+            *policy = Arc::new(ActivePolicy {
+                engine,
+                version: version.version,
+            });
+        }
+        drop(policy);
         self.catalog.announce();
-        Ok(version)
     }
 
     /// Whether `skill` is installed in the workspace of `subject`. A skill the store does not
@@ -552,39 +565,14 @@ impl Gateway {
         })
     }
 
-    /// Sets the workspaces a stored skill is installed in (`*` for every workspace); each
-    /// must exist. Connected clients are told the tool list changed.
-    pub fn set_skill_workspaces(
-        &self,
-        skill: &str,
-        workspaces: Vec<String>,
-    ) -> Result<(), identity::IdentityError> {
-        let mut record = self.store.skill(skill)?.ok_or_else(|| {
-            identity::IdentityError::NotFound(format!("skill `{skill}` is not installed"))
-        })?;
-        if workspaces.is_empty() {
-            return Err(identity::IdentityError::Invalid(
-                "name at least one workspace (tenant/workspace), or `*` for all".into(),
-            ));
-        }
-        for w in &workspaces {
-            if w != "*" {
-                identity::parse_path(w, 2)?;
-                if self.store.scope(w)?.is_none() {
-                    return Err(identity::IdentityError::NotFound(format!(
-                        "workspace `{w}` does not exist"
-                    )));
-                }
-            }
-        }
-        record.workspaces = workspaces.clone();
-        self.store.put_skill(skill, &record)?;
+    /// Makes the workspaces of a skill, stored by [`store_skill_workspaces`], the ones it
+    /// serves; connected clients are told the tool list changed.
+    pub fn install_in(&self, skill: &str, workspaces: Vec<String>) {
         self.installs
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(skill.to_owned(), workspaces);
         self.catalog.announce();
-        Ok(())
     }
 
     /// Marks a tool call in flight (shutdown waits for these).
@@ -600,9 +588,39 @@ impl Gateway {
     }
 }
 
+/// Stores the workspaces a stored skill is installed in (`*` for every workspace); each
+/// must exist. [`Gateway::install_in`] then puts them in force.
+pub fn store_skill_workspaces(
+    store: &impl Tables,
+    skill: &str,
+    workspaces: Vec<String>,
+) -> Result<(), identity::IdentityError> {
+    let mut record = store.skill(skill)?.ok_or_else(|| {
+        identity::IdentityError::NotFound(format!("skill `{skill}` is not installed"))
+    })?;
+    if workspaces.is_empty() {
+        return Err(identity::IdentityError::Invalid(
+            "name at least one workspace (tenant/workspace), or `*` for all".into(),
+        ));
+    }
+    for w in &workspaces {
+        if w != "*" {
+            identity::parse_path(w, 2)?;
+            if store.scope(w)?.is_none() {
+                return Err(identity::IdentityError::NotFound(format!(
+                    "workspace `{w}` does not exist"
+                )));
+            }
+        }
+    }
+    record.workspaces = workspaces;
+    store.put_skill(skill, &record)?;
+    Ok(())
+}
+
 /// Stores a policy text, validated into `engine`, as the next version.
-fn store_policy(
-    store: &Store,
+pub fn store_policy(
+    store: &impl Tables,
     text: &str,
     engine: &PolicyEngine,
     by: &str,

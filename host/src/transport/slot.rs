@@ -42,6 +42,12 @@ impl AuditSlot {
         self.lock().record.take()
     }
 
+    /// Puts back a record taken but not finished (an admin change that refused), for the
+    /// layer to finish from the response.
+    pub fn put_back(&self, record: PendingRecord) {
+        self.lock().record = Some(record);
+    }
+
     /// Names the request (the JSON-RPC method) and whether the MCP handler finishes it.
     pub fn name(&self, request: &str, handler_owned: bool) {
         let mut state = self.lock();
