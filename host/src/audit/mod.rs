@@ -83,7 +83,8 @@ pub struct PendingRecord {
     started: Instant,
     /// None once finished.
     log: Option<Arc<AuditLog>>,
-    _expected: Expected,
+    /// Counted among the requests under way until the writer acknowledges the record.
+    expected: Option<Expected>,
 }
 
 impl std::fmt::Debug for PendingRecord {
@@ -124,7 +125,7 @@ impl PendingRecord {
         record.outcome = outcome;
         record.latency_us = elapsed_us(self.started);
         match self.log.take() {
-            Some(log) => log.record(record).await,
+            Some(log) => log.append(record, self.expected.take()).await,
             None => Err(AuditError::Unavailable("record finished twice".into())),
         }
     }
@@ -196,6 +197,7 @@ impl PendingRecord {
                 usage,
                 done: answer,
                 change: Some(writer::Change { job, lost }),
+                _expected: self.expected.take(),
             })?;
             match wait.await {
                 Ok((answer, _)) => answer,
@@ -236,7 +238,7 @@ impl Drop for PendingRecord {
                 .error_class
                 .get_or_insert_with(|| "unfinished".to_owned());
             record.latency_us = elapsed_us(self.started);
-            if log.enabled && log.enqueue(record).is_err() {
+            if log.enabled && log.enqueue(record, self.expected.take()).is_err() {
                 tracing::error!("the record of an unfinished request could not be queued");
             }
         }
@@ -405,7 +407,7 @@ impl AuditLog {
             record,
             started: Instant::now(),
             log: Some(self.clone()),
-            _expected: self.expect(),
+            expected: Some(self.expect()),
         }
     }
 
@@ -413,6 +415,7 @@ impl AuditLog {
     fn enqueue(
         &self,
         record: AuditRecord,
+        expected: Option<Expected>,
     ) -> Result<oneshot::Receiver<writer::Answer>, AuditError> {
         let (body, usage) = serialize(record)?;
         let (done, wait) = oneshot::channel();
@@ -421,16 +424,28 @@ impl AuditLog {
             usage,
             done,
             change: None,
+            _expected: expected,
         })?;
         Ok(wait)
     }
 
     /// Appends a record and waits until it is durable. Returns its sequence number.
     pub async fn record(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        self.append(record, None).await
+    }
+
+    /// Appends a record and waits until it is durable; `expected` (the request's count
+    /// among those under way) ends when the writer acknowledges it, so the writer does not
+    /// wait for records that are already written.
+    async fn append(
+        &self,
+        record: AuditRecord,
+        expected: Option<Expected>,
+    ) -> Result<u64, AuditError> {
         if !self.enabled {
             return Ok(0);
         }
-        let wait = self.enqueue(record)?;
+        let wait = self.enqueue(record, expected)?;
         match wait.await {
             Ok((Ok(seq), _)) => Ok(seq),
             Ok((Err(e), _)) => Err(AuditError::Unavailable(e)),
@@ -599,6 +614,18 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_record_answered_is_no_longer_counted_as_under_way() {
+        let (_dir, store, key) = store_and_key();
+        let log = AuditLog::start(store, key).unwrap();
+        let wait = log.enqueue(rec("ok"), Some(log.expect())).unwrap();
+        // The writer gives up the count when it answers, before the caller runs again,
+        // so it does not wait for records that are already written.
+        let (seq, _) = wait.await.unwrap();
+        assert_eq!(seq.unwrap(), 1);
+        assert_eq!(log.queue.inflight.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
     async fn a_change_is_committed_with_its_record_or_not_at_all() {
         use crate::storage::{ScopeRecord, StoreError, Tables};
         let (_dir, store, key) = store_and_key();
@@ -693,6 +720,7 @@ mod tests {
             usage: None,
             done,
             change: None,
+            _expected: None,
         };
         (p, wait)
     }

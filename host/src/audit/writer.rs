@@ -57,6 +57,9 @@ pub(super) struct Pending {
     pub(super) done: oneshot::Sender<Answer>,
     /// An admin change to commit with this record (see `PendingRecord::commit`).
     pub(super) change: Option<Change>,
+    /// The request's place among those under way ([`AuditLog::expect`]), given up when
+    /// the record is answered: a record already written is not one to wait for.
+    pub(super) _expected: Option<Expected>,
 }
 
 /// Runs a change in the writer's transaction; false when the change refused (the
@@ -82,7 +85,7 @@ pub(super) struct Queue {
     pub(super) state: Mutex<QueueState>,
     /// Signalled when the queue reaches what the sleeping writer waits for, and on close.
     pub(super) ready: Condvar,
-    /// Requests under way that will each append a record (see [`AuditLog::expect`]).
+    /// Requests under way whose record is not yet answered (see [`AuditLog::expect`]).
     pub(super) inflight: AtomicUsize,
 }
 
@@ -417,6 +420,7 @@ impl Writer {
                     usage: own,
                     done,
                     change: None,
+                    _expected: None,
                 }]);
                 self.store_journaled(false);
                 let _ = p.done.send((Err(e), p.body));
