@@ -231,10 +231,7 @@ impl Store {
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db {
-            path: self.path.clone(),
-            message: e.to_string(),
-        }
+        db_err(&self.path, e)
     }
 
     fn write<R>(
@@ -265,7 +262,7 @@ impl Store {
         &self,
         table: BytesTable,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        decode_all(sealed::Raw::raw_all(self, table)?)
+        sealed::Raw::raw_all(self, table)
     }
 
     /// Runs `f` in one durable write transaction, committed only when it returns
@@ -441,28 +438,26 @@ impl Store {
 /// A table of JSON records by string key.
 type BytesTable = TableDefinition<'static, &'static str, &'static [u8]>;
 
-fn decode_all<T: for<'de> Deserialize<'de>>(
-    raw: Vec<(String, Vec<u8>)>,
-) -> Result<Vec<(String, T)>, StoreError> {
-    raw.into_iter()
-        .map(|(k, v)| decode(&v).map(|t| (k, t)))
-        .collect()
-}
-
-fn get_in(
+/// A record of `table` under `key`, decoded from the stored bytes in place.
+fn get_in<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     key: &str,
-) -> Result<Option<Vec<u8>>, redb::Error> {
-    Ok(table.get(key)?.map(|v| v.value().to_vec()))
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(|e| db_err(path, e))? {
+        Some(v) => decode(v.value()).map(Some),
+        None => Ok(None),
+    }
 }
 
-fn all_in(
+fn all_in<T: for<'de> Deserialize<'de>>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> Result<Vec<(String, Vec<u8>)>, redb::Error> {
+    path: &Path,
+) -> Result<Vec<(String, T)>, StoreError> {
     let mut out = Vec::new();
-    for entry in table.iter()? {
-        let (k, v) = entry?;
-        out.push((k.value().to_owned(), v.value().to_vec()));
+    for entry in table.iter().map_err(|e| db_err(path, e))? {
+        let (k, v) = entry.map_err(|e| db_err(path, e))?;
+        out.push((k.value().to_owned(), decode(v.value())?));
     }
     Ok(out)
 }
@@ -471,12 +466,34 @@ fn token_by_id_in(
     ids: &impl ReadableTable<&'static str, &'static str>,
     tokens: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &str,
-) -> Result<Option<(String, Vec<u8>)>, redb::Error> {
-    let Some(hash) = ids.get(id)? else {
+    path: &Path,
+) -> Result<Option<(String, TokenRecord)>, StoreError> {
+    let Some(hash) = ids.get(id).map_err(|e| db_err(path, e))? else {
         return Ok(None);
     };
     let hash = hash.value().to_owned();
-    Ok(get_in(tokens, &hash)?.map(|bytes| (hash, bytes)))
+    Ok(get_in(tokens, &hash, path)?.map(|record| (hash, record)))
+}
+
+/// Stores `value` under `key` in `table`.
+fn put<T: Serialize>(
+    store: &(impl sealed::Raw + ?Sized),
+    table: BytesTable,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    let bytes = encode(value)?;
+    store.raw_write(|txn| {
+        txn.open_table(table)?.insert(key, bytes.as_slice())?;
+        Ok(())
+    })
+}
+
+fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db {
+        path: path.to_owned(),
+        message: e.to_string(),
+    }
 }
 
 fn append_audit_in(
@@ -516,10 +533,7 @@ impl std::fmt::Debug for Tx<'_> {
 
 impl Tx<'_> {
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db {
-            path: self.path.to_owned(),
-            message: e.to_string(),
-        }
+        db_err(self.path, e)
     }
 
     /// Adds audit records and the usage they add (the audit writer, committing them with
@@ -534,14 +548,21 @@ impl Tx<'_> {
 }
 
 mod sealed {
-    use super::{BytesTable, StoreError};
+    use super::{BytesTable, Deserialize, StoreError, TokenRecord};
 
     /// How [`super::Tables`] reaches the tables: the store opens one transaction per
     /// call, a [`super::Tx`] uses its own.
     pub trait Raw {
-        fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-        fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
-        fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError>;
+        fn raw_get<T: for<'de> Deserialize<'de>>(
+            &self,
+            table: BytesTable,
+            key: &str,
+        ) -> Result<Option<T>, StoreError>;
+        fn raw_all<T: for<'de> Deserialize<'de>>(
+            &self,
+            table: BytesTable,
+        ) -> Result<Vec<(String, T)>, StoreError>;
+        fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError>;
         fn raw_write<R>(
             &self,
             f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
@@ -550,23 +571,30 @@ mod sealed {
 }
 
 impl sealed::Raw for Store {
-    fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn raw_get<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: BytesTable,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
-        get_in(&table, key).map_err(|e| self.db_err(e))
+        get_in(&table, key, &self.path)
     }
 
-    fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn raw_all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: BytesTable,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(table).map_err(|e| self.db_err(e))?;
-        all_in(&table).map_err(|e| self.db_err(e))
+        all_in(&table, &self.path)
     }
 
-    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let ids = txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
         let tokens = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
-        token_by_id_in(&ids, &tokens, id).map_err(|e| self.db_err(e))
+        token_by_id_in(&ids, &tokens, id, &self.path)
     }
 
     fn raw_write<R>(
@@ -578,20 +606,27 @@ impl sealed::Raw for Store {
 }
 
 impl sealed::Raw for Tx<'_> {
-    fn raw_get(&self, table: BytesTable, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+    fn raw_get<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: BytesTable,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let table = self.txn.open_table(table).map_err(|e| self.db_err(e))?;
-        get_in(&table, key).map_err(|e| self.db_err(e))
+        get_in(&table, key, self.path)
     }
 
-    fn raw_all(&self, table: BytesTable) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+    fn raw_all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: BytesTable,
+    ) -> Result<Vec<(String, T)>, StoreError> {
         let table = self.txn.open_table(table).map_err(|e| self.db_err(e))?;
-        all_in(&table).map_err(|e| self.db_err(e))
+        all_in(&table, self.path)
     }
 
-    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+    fn raw_token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
         let ids = self.txn.open_table(TOKEN_IDS).map_err(|e| self.db_err(e))?;
         let tokens = self.txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
-        token_by_id_in(&ids, &tokens, id).map_err(|e| self.db_err(e))
+        token_by_id_in(&ids, &tokens, id, self.path)
     }
 
     fn raw_write<R>(
@@ -608,20 +643,17 @@ impl sealed::Raw for Tx<'_> {
 pub trait Tables: sealed::Raw {
     /// Looks up a token by hash.
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.raw_get(TOKENS, hash)?.map(|b| decode(&b)).transpose()
+        self.raw_get(TOKENS, hash)
     }
 
     /// Looks up a token by id: its hash and record.
     fn token_by_id(&self, id: &str) -> Result<Option<(String, TokenRecord)>, StoreError> {
-        match self.raw_token_by_id(id)? {
-            Some((hash, bytes)) => Ok(Some((hash, decode(&bytes)?))),
-            None => Ok(None),
-        }
+        self.raw_token_by_id(id)
     }
 
     /// Every token record (with its hash).
     fn tokens(&self) -> Result<Vec<(String, TokenRecord)>, StoreError> {
-        decode_all(self.raw_all(TOKENS)?)
+        self.raw_all(TOKENS)
     }
 
     /// Stores a new token record under its hash (and its id).
@@ -652,21 +684,17 @@ pub trait Tables: sealed::Raw {
 
     /// One installed skill.
     fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
-        self.raw_get(SKILLS, name)?.map(|b| decode(&b)).transpose()
+        self.raw_get(SKILLS, name)
     }
 
     /// Records an installed skill.
     fn put_skill(&self, name: &str, record: &SkillRecord) -> Result<(), StoreError> {
-        let bytes = encode(record)?;
-        self.raw_write(|txn| {
-            txn.open_table(SKILLS)?.insert(name, bytes.as_slice())?;
-            Ok(())
-        })
+        put(self, SKILLS, name, record)
     }
 
     /// Looks up a scope.
     fn scope(&self, path: &str) -> Result<Option<ScopeRecord>, StoreError> {
-        self.raw_get(SCOPES, path)?.map(|b| decode(&b)).transpose()
+        self.raw_get(SCOPES, path)
     }
 
     /// Creates a scope; refuses an existing one.
@@ -689,16 +717,12 @@ pub trait Tables: sealed::Raw {
 
     /// Looks up an agent.
     fn agent(&self, path: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.raw_get(AGENTS, path)?.map(|b| decode(&b)).transpose()
+        self.raw_get(AGENTS, path)
     }
 
     /// Creates or replaces an agent.
     fn put_agent(&self, path: &str, record: &AgentRecord) -> Result<(), StoreError> {
-        let bytes = encode(record)?;
-        self.raw_write(|txn| {
-            txn.open_table(AGENTS)?.insert(path, bytes.as_slice())?;
-            Ok(())
-        })
+        put(self, AGENTS, path, record)
     }
 
     /// Deletes an agent and revokes its tokens (one transaction). Returns the ids of the

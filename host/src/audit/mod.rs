@@ -306,6 +306,7 @@ impl AuditLog {
             unstored_usage: HashMap::new(),
             store_failed: false,
             fail: failpoint("audit-commit"),
+            fail_change: failpoint("audit-change"),
         };
         let writer = std::thread::Builder::new()
             .name("warden-audit".into())

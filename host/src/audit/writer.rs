@@ -257,6 +257,8 @@ pub(super) struct Writer {
     pub(super) store_failed: bool,
     /// Debug-build fault injection: every commit fails.
     pub(super) fail: bool,
+    /// Debug-build fault injection: every admin change's transaction fails.
+    pub(super) fail_change: bool,
 }
 
 impl Writer {
@@ -367,7 +369,7 @@ impl Writer {
             usage.entry(k.clone()).or_default().add(d);
         }
         let usage: Vec<(String, Usage)> = usage.into_iter().collect();
-        let fail = failpoint("audit-change");
+        let fail = self.fail_change;
         let unstored = &self.unstored;
         let result = self.store.atomically(|tx| {
             if !job(tx) {
