@@ -16,7 +16,19 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// No transparent huge pages for this process (Linux). mimalloc asks for them, so a page it
+/// reuses after giving it back to the kernel faults in as 2 MiB to be zeroed, and compacted
+/// first when memory is fragmented: on the audit writer's thread, which is on every call's
+/// path, that cost the gateway about a tenth of its throughput (`docs/benchmarks.md`).
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        eprintln!("warning: could not turn off transparent huge pages: {e}");
+    }
+}
+
 fn main() -> ExitCode {
+    no_huge_pages();
     let filter = tracing_subscriber::EnvFilter::try_from_env(warden::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
