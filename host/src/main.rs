@@ -1,6 +1,7 @@
 //! The `warden` command: the CLI (`cli`), `warden up` (`up`), the operator CLI over the
 //! admin API (`adminctl`) and the author tooling (`toolchain`, `scaffold`), over the
-//! `warden` library. This file sets up logging and maps the outcome to an exit code.
+//! `warden` library. This file chooses the allocator and its memory behaviour, sets up
+//! logging and maps the outcome to an exit code.
 
 mod adminctl;
 mod cli;
@@ -23,12 +24,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn no_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!("warning: could not turn off transparent huge pages: {e}");
+        tracing::warn!(error = %e, "could not turn off transparent huge pages");
     }
 }
 
 fn main() -> ExitCode {
-    no_huge_pages();
     let filter = tracing_subscriber::EnvFilter::try_from_env(warden::env::LOG)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         // Colours only for a terminal: logs captured to files stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    no_huge_pages();
     match cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
