@@ -62,6 +62,15 @@ pub(super) struct Pending {
     pub(super) _expected: Option<Expected>,
 }
 
+impl Pending {
+    /// Answers the caller. The request stops counting as under way first, so that a caller
+    /// woken by the answer never finds its own record still counted.
+    pub(super) fn answer(self, result: Result<u64, String>) {
+        drop(self._expected);
+        let _ = self.done.send((result, self.body));
+    }
+}
+
 /// Runs a change in the writer's transaction; false when the change refused (the
 /// transaction is then aborted).
 pub(super) type Job = Box<dyn FnOnce(&Tx<'_>) -> bool + Send>;
@@ -331,14 +340,14 @@ impl Writer {
                 // Readers that learn of a record from its answer must find it acknowledged.
                 self.progress.acked.store(self.seq, Ordering::Release);
                 for (p, seq) in batch.drain(..).zip(first..) {
-                    let _ = p.done.send((Ok(seq), p.body));
+                    p.answer(Ok(seq));
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, records = batch.len(), "audit commit failed; refusing the calls");
                 self.healthy.store(false, Ordering::Release);
                 for p in batch.drain(..) {
-                    let _ = p.done.send((Err(e.clone()), p.body));
+                    p.answer(Err(e.clone()));
                 }
             }
         }
@@ -354,10 +363,7 @@ impl Writer {
             return;
         };
         if self.fail {
-            let _ = p.done.send((
-                Err("commit refused (failpoint audit-commit)".to_owned()),
-                p.body,
-            ));
+            p.answer(Err("commit refused (failpoint audit-commit)".to_owned()));
             self.healthy.store(false, Ordering::Release);
             return;
         }
@@ -388,7 +394,7 @@ impl Writer {
         });
         match result {
             Ok(false) => {
-                let _ = p.done.send((Ok(0), p.body));
+                p.answer(Ok(0));
             }
             Ok(true) => {
                 self.seq = seq;
@@ -407,7 +413,7 @@ impl Writer {
                 self.healthy.store(true, Ordering::Release);
                 self.progress.set_stored(seq);
                 self.progress.acked.store(seq, Ordering::Release);
-                let _ = p.done.send((Ok(seq), p.body));
+                p.answer(Ok(seq));
             }
             Err(e) => {
                 let e = e.to_string();
@@ -425,7 +431,7 @@ impl Writer {
                     _expected: None,
                 }]);
                 self.store_journaled(false);
-                let _ = p.done.send((Err(e), p.body));
+                p.answer(Err(e));
             }
         }
     }
