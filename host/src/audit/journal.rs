@@ -3,18 +3,20 @@
 //!
 //! The file (`audit.journal`, 0600, beside the store) has a fixed size and is filled with
 //! zeros when it is created, so appending never allocates blocks and a sync flushes data
-//! only. Each batch is written at a 4 KiB boundary (a sync never rewrites a page that holds
-//! acknowledged frames) as frames of `magic (4) | len (4, LE) | seq (8, LE) | check (16) |
-//! record`, where `check` is BLAKE3 over `len | seq | record`. The writer copies journaled
-//! records into the store without waiting for a sync, and when the journal is full it
-//! commits the store durably and starts again at offset 0.
+//! only. It is used as two halves: batches fill one half while the store thread makes the
+//! records of the other durable in redb, so the journal never waits for redb on a call's
+//! path unless redb falls a whole half behind. Each batch is written at a 4 KiB boundary (a
+//! sync never rewrites a page that holds acknowledged frames) as frames of `magic (4) | len
+//! (4, LE) | seq (8, LE) | check (16) | record`, where `check` is BLAKE3 over `len | seq |
+//! record`.
 //!
-//! Invariants: frames are read from offset 0 and the journal ends at the first frame that
-//! is torn, fails its check, or does not continue the sequence (`seq` one more than the
-//! frame before), so frames left over from before a restart at offset 0 (all with smaller
-//! sequence numbers) are never taken for new ones. The journal is reset only after a
-//! durable store commit that holds every record in it, so recovery (replaying the frames
-//! the store lacks) never has a gap to fill.
+//! Invariants: a half is read from its start and its run ends at the first frame that is
+//! torn, fails its check, or does not continue the sequence (`seq` one more than the frame
+//! before), so frames left over from before the half was started again (all with smaller
+//! sequence numbers) are never taken for new ones. The writer moves into a half only after
+//! a durable store commit holding every record in it, and starts the journal over (offset
+//! 0) only when the store durably holds everything journaled, so recovery (replaying the
+//! frames the store lacks, from both halves in sequence order) never has a gap to fill.
 //!
 //! Threat: a crash (process or power) losing records of acknowledged calls, and a torn
 //! write being replayed as a record.
@@ -24,9 +26,10 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// Size of the journal file. At 4 KiB a batch at least 1,024 batches fit before the store
-/// must be committed durably.
+/// Size of the journal file. At 4 KiB a batch, 512 batches fit in each half.
 pub const CAPACITY: u64 = 4 << 20;
+/// Size of each half.
+pub const HALF: u64 = CAPACITY / 2;
 /// Batches start at multiples of this.
 const ALIGN: u64 = 4096;
 const MAGIC: &[u8; 4] = b"WAJ1";
@@ -39,6 +42,9 @@ pub type Records = Vec<(u64, Vec<u8>)>;
 pub struct Journal {
     file: File,
     path: PathBuf,
+    /// The half being filled (0 or 1).
+    half: u64,
+    /// Where the next batch goes (inside `half`).
     offset: u64,
     /// The frame bytes of the next batch (reused).
     buf: Vec<u8>,
@@ -48,6 +54,7 @@ impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Journal")
             .field("path", &self.path)
+            .field("half", &self.half)
             .field("offset", &self.offset)
             .finish_non_exhaustive()
     }
@@ -65,9 +72,9 @@ fn check(len: u32, seq: u64, record: &[u8]) -> [u8; 16] {
 
 impl Journal {
     /// Opens the journal at `path`, creating it (zero-filled, 0600) if it is missing, and
-    /// returns it with the records it holds, in order (the caller skips those its store
-    /// already has). The next batch goes at offset 0: call [`Journal::reset`] only after
-    /// the returned records are durable elsewhere.
+    /// returns it with the records it holds, in sequence order (the caller skips those its
+    /// store already has). The next batch goes at offset 0: write only after the returned
+    /// records are durable elsewhere.
     pub fn open(path: &Path) -> std::io::Result<(Self, Records)> {
         if !path.exists() {
             create_zeroed(path)?;
@@ -78,7 +85,7 @@ impl Journal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let records = frames(&bytes);
+        let records = merge(&bytes)?;
         if (bytes.len() as u64) < CAPACITY {
             // Cut short (by hand, or by a full disk at creation): grow it back with zeros
             // past what it holds, so appends never allocate.
@@ -88,6 +95,7 @@ impl Journal {
             Self {
                 file,
                 path: path.to_owned(),
+                half: 0,
                 offset: 0,
                 buf: Vec::new(),
             },
@@ -100,19 +108,41 @@ impl Journal {
         &self.path
     }
 
-    /// Whether `records` fit as one batch after what is written.
+    /// Whether `records` fit as one batch after what is written in the current half.
     pub fn fits(&self, records: &[(u64, Vec<u8>)]) -> bool {
-        let framed: u64 = records.iter().map(|(_, r)| (HEADER + r.len()) as u64).sum();
-        self.offset + framed <= CAPACITY
+        self.offset + framed(records) <= self.half_end()
+    }
+
+    /// Whether `records` fit as one batch in an empty half.
+    pub fn fits_a_half(records: &[(u64, Vec<u8>)]) -> bool {
+        framed(records) <= HALF
+    }
+
+    /// The half being filled (0 or 1).
+    pub fn half(&self) -> usize {
+        self.half as usize
+    }
+
+    fn half_end(&self) -> u64 {
+        (self.half + 1) * HALF
+    }
+
+    /// Moves to the start of the other half. Only once the store durably holds every
+    /// record in it.
+    pub fn switch(&mut self) {
+        self.half ^= 1;
+        self.offset = self.half * HALF;
     }
 
     /// Starts again at offset 0. Only once the store durably holds every journaled record.
-    pub fn reset(&mut self) {
+    pub fn restart(&mut self) {
+        self.half = 0;
         self.offset = 0;
     }
 
     /// Writes `records` (sequence number, sealed bytes) as one batch and syncs it. When
-    /// this returns Ok the records survive a crash. The batch must fit ([`Journal::fits`]).
+    /// this returns Ok the records survive a crash. The batch must fit ([`Journal::fits`]);
+    /// when it fails, the next batch is written at the same place.
     pub fn append(&mut self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
         self.buf.clear();
         for (seq, record) in records {
@@ -125,20 +155,49 @@ impl Journal {
             self.buf.extend_from_slice(record);
         }
         let end = self.offset + self.buf.len() as u64;
-        if end > CAPACITY {
+        if end > self.half_end() {
             return Err(std::io::Error::other("audit journal batch does not fit"));
         }
-        // Zero the rest of the last page: a frame left over from before a reset must not
+        // Zero the rest of the last page: a frame left over from before a restart must not
         // start right after this batch (it would fail the sequence check anyway; zeros
         // make the end of the journal plain to see).
         let padded = end.div_ceil(ALIGN) * ALIGN;
-        self.buf
-            .resize(self.buf.len() + (padded.min(CAPACITY) - end) as usize, 0);
+        self.buf.resize(
+            self.buf.len() + (padded.min(self.half_end()) - end) as usize,
+            0,
+        );
         self.file.write_all_at(&self.buf, self.offset)?;
         self.file.sync_data()?;
         self.offset = padded;
         Ok(())
     }
+}
+
+/// Bytes of `records` as frames.
+fn framed(records: &[(u64, Vec<u8>)]) -> u64 {
+    records.iter().map(|(_, r)| (HEADER + r.len()) as u64).sum()
+}
+
+/// The records of both halves (each read from its start; the run from offset 0 may go on
+/// into the second half), by sequence number. The same number twice with different bytes
+/// is corruption.
+fn merge(bytes: &[u8]) -> std::io::Result<Records> {
+    let mut all = std::collections::BTreeMap::new();
+    let second = bytes.get(HALF as usize..).unwrap_or_default();
+    for (seq, record) in frames(bytes).into_iter().chain(frames(second)) {
+        match all.get(&seq) {
+            Some(seen) if *seen != record => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("two different records numbered {seq}"),
+                ));
+            }
+            _ => {
+                all.insert(seq, record);
+            }
+        }
+    }
+    Ok(all.into_iter().collect())
 }
 
 /// Writes zeros from `from` to [`CAPACITY`] (so the blocks exist before any append) and
@@ -239,13 +298,13 @@ mod tests {
     }
 
     #[test]
-    fn frames_left_from_before_a_reset_are_not_replayed() {
+    fn frames_left_from_before_a_restart_are_not_replayed() {
         let (_dir, path, mut j) = fresh();
-        // Three pages of old frames, then a reset and one new batch in the first page.
+        // Three pages of old frames, then a restart and one new batch in the first page.
         for s in 1..=3 {
             j.append(&[rec(s, 3000)]).unwrap();
         }
-        j.reset();
+        j.restart();
         j.append(&[rec(4, 100)]).unwrap();
         drop(j);
         let (_, back) = Journal::open(&path).unwrap();
@@ -281,10 +340,60 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_larger_than_the_journal_is_refused() {
+    fn a_batch_larger_than_a_half_is_refused() {
         let (_dir, _, mut j) = fresh();
-        let big = [rec(1, CAPACITY as usize)];
+        let big = [rec(1, HALF as usize)];
         assert!(!j.fits(&big));
+        assert!(!Journal::fits_a_half(&big));
         assert!(j.append(&big).is_err());
+        // Nor does a batch spill over into the other half.
+        let (_dir, _, mut j) = fresh();
+        let half_page = [rec(1, (HALF / 2) as usize)];
+        assert!(j.fits(&half_page));
+        j.append(&half_page).unwrap();
+        assert!(!j.fits(&[rec(2, (HALF / 2) as usize)]));
+        assert!(j.append(&[rec(2, (HALF / 2) as usize)]).is_err());
+    }
+
+    #[test]
+    fn both_halves_are_replayed_in_sequence_order() {
+        let (_dir, path, mut j) = fresh();
+        // Half 0: 1-4, half 1: 5-8, then half 0 again from its start: 9-10 over 1-2; the
+        // frames 3-4 left after them are old, and so is nothing else.
+        j.append(&[rec(1, 900), rec(2, 900)]).unwrap();
+        j.append(&[rec(3, 900), rec(4, 900)]).unwrap();
+        j.switch();
+        assert_eq!(j.half(), 1);
+        j.append(&[rec(5, 100), rec(6, 100)]).unwrap();
+        j.append(&[rec(7, 100), rec(8, 100)]).unwrap();
+        drop(j);
+        let (mut j, back) = Journal::open(&path).unwrap();
+        assert_eq!(
+            back,
+            (1..=8)
+                .map(|s| rec(s, if s < 5 { 900 } else { 100 }))
+                .collect::<Vec<_>>()
+        );
+        // The reopened journal writes from offset 0, after the caller stored 1-8.
+        j.append(&[rec(9, 100), rec(10, 100)]).unwrap();
+        drop(j);
+        let (_, back) = Journal::open(&path).unwrap();
+        let seqs: Vec<u64> = back.iter().map(|(s, _)| *s).collect();
+        // 9-10 from half 0 (its run stops at the old frame 3), 5-8 from half 1.
+        assert_eq!(seqs, [5, 6, 7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn one_number_with_two_different_records_is_corruption() {
+        let (_dir, path, mut j) = fresh();
+        j.append(&[rec(1, 100)]).unwrap();
+        j.switch();
+        j.append(&[(1, b"something else".to_vec())]).unwrap();
+        drop(j);
+        let err = Journal::open(&path).err().unwrap();
+        assert!(
+            err.to_string().contains("two different records numbered 1"),
+            "{err}"
+        );
     }
 }

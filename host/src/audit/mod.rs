@@ -17,22 +17,27 @@
 //! ([`journal`]: one write, one data sync) and then wakes each caller. While fewer records
 //! are queued than half the requests under way, the writer sleeps until that many have
 //! arrived or 1 ms has passed (a lone caller never waits), so one sync covers many calls;
-//! callers wake it only when their record completes what it waits for. The writer copies
-//! journaled records into redb with their usage counters in transactions that do not sync
-//! (when nothing is queued, every 512 records, or when a reader asks: readers first wait
-//! for every acknowledged record to be stored), and commits redb durably before the
-//! journal starts over. At start, records the store lacks are replayed from the journal. A
-//! call is acknowledged only after its record is on disk; when a commit fails every caller
-//! in the batch gets an error (fail closed: the gateway then withholds the result) and the
-//! chain resumes from the last acknowledged record. An admin change rides with its record
-//! ([`PendingRecord::commit`]): the writer commits both in one redb transaction, or
-//! neither.
+//! callers wake it only when their record completes what it waits for. The writer then
+//! hands the records to the store thread ([`copier`]), which copies them into redb with
+//! their usage counters in transactions that do not sync (every 512 records, after 50 ms,
+//! or when a reader asks: readers first wait for every acknowledged record to be stored).
+//! The journal is used as two halves: when one is full the writer asks the store thread
+//! to commit redb durably up to its last record, and starts over in the other half once
+//! the previous commit of that other half is durable. At start, records the store lacks
+//! are replayed from both halves. A call is acknowledged only after its record is on
+//! disk; when a commit fails every caller in the batch gets an error (fail closed: the
+//! gateway then withholds the result) and the chain resumes from the last acknowledged
+//! record. An admin change rides with its record ([`PendingRecord::commit`]): the store
+//! thread commits both, with every record before it, in one durable redb transaction, or
+//! neither; the journal then starts over, so no record after a change is journaled behind
+//! a gap that replay would stop at.
 //!
 //! Threat: repudiation (an agent's or operator's action without a trace), silent tampering
 //! with the trail, and secrets leaking into it (arguments are stored only when policy says
 //! so, and then with secret-looking values redacted).
 
 mod chain;
+mod copier;
 mod journal;
 mod query;
 mod record;
@@ -47,12 +52,13 @@ pub use redact::{digest, redact};
 pub use writer::{Expected, recover};
 
 use crate::storage::{Store, StoreError, Tx, Usage};
+use copier::{Copier, Inbox};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
-use writer::{CATCH_UP, LINGER_MAX, Pending, Progress, Queue, Writer, failpoint};
+use writer::{Health, LINGER_MAX, Pending, Progress, Queue, Writer, failpoint};
 
 /// Errors of the audit trail.
 #[derive(Debug, thiserror::Error)]
@@ -251,7 +257,9 @@ pub struct AuditLog {
     enabled: bool,
     queue: Arc<Queue>,
     progress: Arc<Progress>,
-    healthy: Arc<AtomicBool>,
+    health: Arc<Health>,
+    /// The store thread's inbox (readers ask it to catch up).
+    copier: Arc<Inbox>,
     usage: Arc<Mutex<UsageMap>>,
     key: ChainKey,
     store: Arc<Store>,
@@ -267,7 +275,7 @@ impl Drop for AuditLog {
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
-            .field("healthy", &self.healthy.load(Ordering::Relaxed))
+            .field("healthy", &self.health.ok())
             .finish_non_exhaustive()
     }
 }
@@ -287,26 +295,42 @@ impl AuditLog {
             None => (0, GENESIS.to_owned()),
         };
         let usage = Arc::new(Mutex::new(store.usage()?.into_iter().collect()));
-        let healthy = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::default());
         let queue = Arc::new(Queue::new(LINGER_MAX));
         let progress = Arc::new(Progress::default());
         progress.acked.store(seq, Ordering::Release);
-        progress.set_stored(seq);
+        // What the reopened store holds is durable (the replay above was committed so).
+        progress.update(|s| (s.stored, s.durable) = (seq, seq));
+        let inbox = Arc::new(Inbox::default());
+        let copier = Copier {
+            inbox: inbox.clone(),
+            store: store.clone(),
+            progress: progress.clone(),
+            health: health.clone(),
+            unstored: Vec::new(),
+            unstored_usage: HashMap::new(),
+            stored: seq,
+            durable: seq,
+            fail: failpoint("audit-commit"),
+            fail_change: failpoint("audit-change"),
+        };
+        let copier_thread = std::thread::Builder::new()
+            .name("warden-audit-store".into())
+            .spawn(move || copier.run())
+            .map_err(|e| AuditError::Unavailable(format!("cannot start the store thread: {e}")))?;
         let writer = Writer {
             queue: queue.clone(),
             progress: progress.clone(),
-            store: store.clone(),
             journal,
             key: key.clone(),
             usage: usage.clone(),
-            healthy: healthy.clone(),
+            health: health.clone(),
             seq,
             prev,
-            unstored: Vec::new(),
-            unstored_usage: HashMap::new(),
-            store_failed: false,
+            halves: [0, 0],
+            copier: inbox.clone(),
+            copier_thread: Some(copier_thread),
             fail: failpoint("audit-commit"),
-            fail_change: failpoint("audit-change"),
         };
         let writer = std::thread::Builder::new()
             .name("warden-audit".into())
@@ -316,7 +340,8 @@ impl AuditLog {
             enabled: true,
             queue,
             progress,
-            healthy,
+            health,
+            copier: inbox,
             usage,
             key,
             store,
@@ -342,39 +367,23 @@ impl AuditLog {
     /// Waits until every acknowledged record is in the store, so readers see them all.
     fn catch_up(&self) -> Result<(), StoreError> {
         let target = self.progress.acked.load(Ordering::Acquire);
-        let mut stored = self.progress.lock();
-        if *stored >= target {
-            return Ok(());
-        }
-        self.queue.request_flush();
-        let deadline = Instant::now() + CATCH_UP;
-        while *stored < target {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Db {
-                    path: self.store.path().to_owned(),
-                    message: format!(
-                        "audit records up to {target} are journaled but not yet stored (stored: {})",
-                        *stored
-                    ),
-                });
+        copier::wait_stored(&self.copier, &self.progress, target).map_err(|(target, stored)| {
+            StoreError::Db {
+                path: self.store.path().to_owned(),
+                message: format!(
+                    "audit records up to {target} are journaled but not yet stored (stored: {stored})"
+                ),
             }
-            stored = self
-                .progress
-                .stored_changed
-                .wait_timeout(stored, deadline - now)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        Ok(())
+        })
     }
 
-    /// Whether the last commit succeeded (calls are refused up front while it did not).
-    /// While not, asking also nudges the writer to retry storing what is journaled.
+    /// Whether the last journal commit and the last copy into the store succeeded (calls
+    /// are refused up front while not). While not, asking also nudges the store thread to
+    /// retry storing what is journaled.
     pub fn healthy(&self) -> bool {
-        let healthy = self.healthy.load(Ordering::Acquire);
+        let healthy = self.health.ok();
         if !healthy {
-            self.queue.request_flush();
+            self.copier.request_flush();
         }
         healthy
     }
@@ -501,7 +510,7 @@ impl AuditLog {
 mod tests {
     use super::chain::seal;
     use super::journal::Journal;
-    use super::writer::{Answer, MAX_BATCH, Next, QUEUE, journal_path};
+    use super::writer::{Answer, MAX_BATCH, QUEUE, journal_path};
     use super::*;
     use serde_json::Value;
     use std::time::Duration;
@@ -732,7 +741,7 @@ mod tests {
         let _me = AuditLog::expect_on(&queue);
         queue.push(pending().0).unwrap();
         let mut batch = Vec::new();
-        assert!(queue.next_batch(&mut batch).is_some());
+        assert!(queue.next_batch(&mut batch));
         assert_eq!(batch.len(), 1);
     }
 
@@ -745,7 +754,7 @@ mod tests {
             let queue = queue.clone();
             std::thread::spawn(move || {
                 let mut batch = Vec::new();
-                assert!(queue.next_batch(&mut batch).is_some());
+                assert!(queue.next_batch(&mut batch));
                 batch.len()
             })
         };
@@ -764,10 +773,10 @@ mod tests {
         queue.close();
         let mut batch = Vec::new();
         // Closed: no lingering, the queued record is still committed.
-        assert!(queue.next_batch(&mut batch).is_some());
+        assert!(queue.next_batch(&mut batch));
         assert_eq!(batch.len(), 1);
         batch.clear();
-        assert!(queue.next_batch(&mut batch).is_none());
+        assert!(!queue.next_batch(&mut batch));
         assert!(matches!(
             queue.push(pending().0),
             Err(AuditError::Unavailable(_))
@@ -786,25 +795,56 @@ mod tests {
         let err = queue.push(pending().0).unwrap_err();
         assert!(err.to_string().contains("full"), "{err}");
         let mut batch = Vec::new();
-        assert!(queue.next_batch(&mut batch).is_some());
+        assert!(queue.next_batch(&mut batch));
         assert_eq!(batch.len(), MAX_BATCH);
     }
 
     #[test]
-    fn a_reader_flush_wakes_the_idle_writer_with_nothing_to_commit() {
-        let queue = Arc::new(Queue::new(Duration::from_secs(3600)));
-        let writer = {
-            let queue = queue.clone();
+    fn a_reader_flush_wakes_the_idle_store_thread_with_nothing_to_store() {
+        let inbox = Arc::new(Inbox::default());
+        let copier = {
+            let inbox = inbox.clone();
             std::thread::spawn(move || {
-                let mut batch = Vec::new();
-                let next = queue.next_batch(&mut batch);
-                (next, batch.len())
+                let mut msgs = Vec::new();
+                let woken = inbox.next(&mut msgs);
+                (woken, msgs.len())
             })
         };
-        queue.request_flush();
-        let (next, n) = writer.join().unwrap();
-        assert_eq!(next, Some(Next { flush: true }));
+        inbox.request_flush();
+        let (woken, n) = copier.join().unwrap();
+        assert_eq!(
+            woken,
+            copier::Woken {
+                flush: true,
+                closed: false
+            }
+        );
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn the_store_thread_copies_a_full_batch_at_once_and_a_few_records_after_a_while() {
+        use copier::{APPLY_BATCH, IDLE, Msg};
+        let inbox = Inbox::default();
+        let records = |from: u64, n: usize| {
+            let r: Vec<(u64, Vec<u8>)> = (from..from + n as u64).map(|s| (s, vec![])).collect();
+            Msg::Records(r, HashMap::new())
+        };
+        // One record short of a batch: nothing to do before IDLE has passed.
+        inbox.send(records(1, APPLY_BATCH - 1));
+        let started = Instant::now();
+        let mut msgs = Vec::new();
+        inbox.next(&mut msgs);
+        assert!(started.elapsed() >= IDLE, "{:?}", started.elapsed());
+        assert_eq!(msgs.len(), 1);
+        // A whole batch (in two messages) is taken without waiting.
+        msgs.clear();
+        inbox.send(records(1, APPLY_BATCH - 1));
+        inbox.send(records(APPLY_BATCH as u64, 1));
+        let started = Instant::now();
+        inbox.next(&mut msgs);
+        assert!(started.elapsed() < IDLE, "{:?}", started.elapsed());
+        assert_eq!(msgs.len(), 2);
     }
 
     fn big(outcome: &str, bytes: usize) -> AuditRecord {
@@ -814,18 +854,44 @@ mod tests {
         }
     }
 
+    /// Appends `record` as [`AuditLog::record`] does but without capping its fields, so
+    /// that tests can fill the journal with few records. Returns its sequence number.
+    async fn record_uncapped(log: &AuditLog, record: AuditRecord) -> u64 {
+        let usage = record.usage();
+        let body = serde_json::to_vec(&AuditRecord {
+            seq: 0,
+            prev: String::new(),
+            ..record
+        })
+        .unwrap();
+        let (done, wait) = oneshot::channel();
+        log.queue
+            .push(Pending {
+                body,
+                usage,
+                done,
+                change: None,
+                _expected: None,
+            })
+            .unwrap();
+        wait.await.unwrap().0.unwrap()
+    }
+
     #[tokio::test]
     async fn a_full_journal_is_stored_and_started_over_and_oversized_batches_go_straight_in() {
         let (_dir, store, key) = store_and_key();
         let log = AuditLog::start(store.clone(), key.clone()).unwrap();
-        // 80 records of 64 KiB: more than the journal holds, so it starts over at least
-        // once; then one record larger than the whole journal.
+        // 80 records of 64 KiB: more than the journal holds, so each half is filled and
+        // taken again at least once; then one record larger than a half.
         let n = 80u64;
         for i in 1..=n {
-            assert_eq!(log.record(big("ok", 64 << 10)).await.unwrap(), i);
+            assert_eq!(record_uncapped(&log, big("ok", 64 << 10)).await, i);
         }
-        let huge = big("tool_error", journal::CAPACITY as usize + 1);
-        assert_eq!(log.record(huge).await.unwrap(), n + 1);
+        assert!(log.progress.lock().durable >= 30);
+        let huge = big("tool_error", journal::HALF as usize + 1);
+        assert_eq!(record_uncapped(&log, huge).await, n + 1);
+        // Stored durably, not journaled.
+        assert_eq!(log.progress.lock().durable, n + 1);
         assert_eq!(log.record(rec("ok")).await.unwrap(), n + 2);
         let v = log.verify().unwrap();
         assert_eq!((v.records, v.first_broken), (n + 2, None));
@@ -868,6 +934,70 @@ mod tests {
         assert_eq!(log.usage("tenant")["a"].errors, 1);
         assert_eq!(log.record(rec("ok")).await.unwrap(), 4);
         assert_eq!(log.verify().unwrap().first_broken, None);
+    }
+
+    /// What a crash of `log` now would leave, restarted in a new directory under `dir`: the
+    /// journal as it is on disk and the store as its last durable commit left it.
+    fn crash(log: &AuditLog, store: &Store, key: &ChainKey, dir: &std::path::Path) -> AuditLog {
+        let journal = std::fs::read(journal_path(store)).unwrap();
+        let durable_to = log.progress.lock().durable;
+        let mut durable = Vec::new();
+        store
+            .scan_audit(1, |seq, bytes| {
+                if seq <= durable_to {
+                    durable.push((seq, bytes.to_vec()));
+                }
+                seq < durable_to
+            })
+            .unwrap();
+        let crashed = tempfile::tempdir_in(dir).unwrap().keep();
+        let after = Store::open(&crashed.join("db")).unwrap();
+        after.append_audit(&durable, &[], true).unwrap();
+        std::fs::write(journal_path(&after), journal).unwrap();
+        AuditLog::start(Arc::new(after), key.clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn records_in_both_journal_halves_survive_a_crash() {
+        let (dir, store, key) = store_and_key();
+        let log = AuditLog::start(store.clone(), key.clone()).unwrap();
+        // 80 records of 64 KiB: each half (30 of them) is filled, stored durably
+        // and filled again.
+        for i in 1..=80 {
+            assert_eq!(record_uncapped(&log, big("ok", 64 << 10)).await, i);
+        }
+        let durable = log.progress.lock().durable;
+        assert!((30..80).contains(&durable), "{durable}");
+        let log = crash(&log, &store, &key, dir.path());
+        let v = log.verify().unwrap();
+        assert_eq!((v.records, v.first_broken), (80, None));
+        assert_eq!(log.record(rec("ok")).await.unwrap(), 81);
+    }
+
+    #[tokio::test]
+    async fn records_acknowledged_after_an_admin_change_survive_a_crash() {
+        use crate::storage::{ScopeRecord, Tables};
+        let (dir, store, key) = store_and_key();
+        let log = Arc::new(AuditLog::start(store.clone(), key.clone()).unwrap());
+        for _ in 0..2 {
+            log.record(rec("ok")).await.unwrap();
+        }
+        let p = log.open("admin POST /admin/v1/scopes", None);
+        let changed = p
+            .commit(|tx: &Tx<'_>| tx.create_scope("acme", &ScopeRecord { created_at: 1 }))
+            .await
+            .unwrap();
+        assert!(matches!(changed, Committed::Applied(())));
+        for seq in 4..=5 {
+            assert_eq!(log.record(rec("denied")).await.unwrap(), seq);
+        }
+        assert_eq!(log.progress.lock().durable, 3);
+        let log = crash(&log, &store, &key, dir.path());
+        // Restarted, the trail holds all five records and goes on from them.
+        let v = log.verify().unwrap();
+        assert_eq!((v.records, v.first_broken), (5, None));
+        assert_eq!(log.usage("tenant")["a"].errors, 2);
+        assert_eq!(log.record(rec("ok")).await.unwrap(), 6);
     }
 
     #[test]

@@ -1,19 +1,24 @@
 //! The writer: callers queue serialized records; one thread chains, journals (one write and
-//! one data sync per batch) and acknowledges them, then copies them into redb.
+//! one data sync per batch) and acknowledges them, then hands them to the store thread
+//! (`copier.rs`), which copies them into redb off the calls' path.
 //!
 //! Invariants: a caller is woken only after its record's journal sync returned; a full
 //! queue refuses rather than grows; a failed journal write fails every caller in the batch
-//! and the chain resumes from the last acknowledged record; the journal starts over only
-//! after a durable redb commit holding all it holds; an admin change is committed in the
-//! transaction that stores its record (after every record queued before it), or not at
-//! all.
+//! and the chain resumes from the last acknowledged record; the writer moves into a journal
+//! half only once the store durably holds every record in it, and starts the journal over
+//! only once the store durably holds everything journaled (after an admin change or a batch
+//! too large for a half, which are stored durably, not journaled), so the journal and the
+//! store together always hold every acknowledged record without a gap; an admin change is
+//! committed in the transaction that stores its record (after every record queued before
+//! it), or not at all.
 //!
 //! Threat: acknowledged calls whose record is lost in a crash.
 
 use super::chain::{ChainKey, decode, seal};
+use super::copier::{Inbox, Msg};
 use super::journal::Journal;
 use super::{AuditError, UsageMap};
-use crate::storage::{Store, StoreError, Tx, Usage};
+use crate::storage::{Store, Tx, Usage};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -27,10 +32,8 @@ pub(super) const MAX_BATCH: usize = 1024;
 pub(super) const QUEUE: usize = 16_384;
 /// The longest the writer waits for more records before it commits.
 pub(super) const LINGER_MAX: Duration = Duration::from_millis(1);
-/// Journaled records the writer lets wait before it copies them into the store (it copies
-/// sooner when nothing is queued, or when a reader asks).
-pub(super) const APPLY_BATCH: usize = 512;
-/// The longest a reader waits for the writer to store what it acknowledged.
+/// The longest a reader waits for the store thread to store what the writer acknowledged,
+/// and the writer for a journal half to be stored durably.
 pub(super) const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// A request under way that will append a record (see [`AuditLog::expect`]): the writer
@@ -106,15 +109,6 @@ pub(super) struct QueueState {
     pub(super) wake_at: usize,
     /// Set when the log is dropped: the writer commits what is queued and stops.
     pub(super) closed: bool,
-    /// A reader waits for every acknowledged record to be in the store.
-    pub(super) flush: bool,
-}
-
-/// What [`Queue::next_batch`] saw besides the batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Next {
-    /// A reader asked for the store to catch up.
-    pub(super) flush: bool,
 }
 
 impl Queue {
@@ -158,28 +152,18 @@ impl Queue {
         self.ready.notify_one();
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.lock().pending.is_empty()
-    }
-
-    pub(super) fn request_flush(&self) {
-        self.lock().flush = true;
-        self.ready.notify_one();
-    }
-
-    /// Waits for the next batch and moves it into `batch` (empty when only a reader's
-    /// flush woke the writer); None once closed and empty.
+    /// Waits for the next batch and moves it into `batch`; false once closed and empty.
     ///
     /// After the first record, while fewer records are queued than half the requests under
     /// way (the others will append soon), the writer sleeps until enough have arrived or
     /// the linger time has passed, so one sync covers many calls. Half, not all: the rest
     /// are served by the next commit, so the cores keep working during this one's sync. A
     /// lone caller never waits.
-    pub(super) fn next_batch(&self, batch: &mut Vec<Pending>) -> Option<Next> {
+    pub(super) fn next_batch(&self, batch: &mut Vec<Pending>) -> bool {
         let mut state = self.lock();
-        while state.pending.is_empty() && !state.flush {
+        while state.pending.is_empty() {
             if state.closed {
-                return None;
+                return false;
             }
             state.wake_at = 1;
             state = self
@@ -191,7 +175,7 @@ impl Queue {
         while !state.pending.is_empty() {
             let want = (self.inflight.load(Ordering::Acquire) / 2).min(MAX_BATCH);
             let now = Instant::now();
-            if state.pending.len() >= want || state.closed || state.flush || now >= deadline {
+            if state.pending.len() >= want || state.closed || now >= deadline {
                 break;
             }
             state.wake_at = want;
@@ -204,36 +188,71 @@ impl Queue {
         state.wake_at = 0;
         let n = state.pending.len().min(MAX_BATCH);
         batch.extend(state.pending.drain(..n));
-        Some(Next {
-            flush: std::mem::take(&mut state.flush),
-        })
+        true
     }
 }
 
-/// How far the writer got: acknowledged (journaled) and stored, by sequence number.
+/// How far the trail got: acknowledged (journaled) by the writer; stored, and stored
+/// durably, by the store thread (sequence numbers).
 #[derive(Debug, Default)]
 pub(super) struct Progress {
     pub(super) acked: AtomicU64,
-    pub(super) stored: Mutex<u64>,
-    pub(super) stored_changed: Condvar,
+    pub(super) state: Mutex<Stored>,
+    /// Signalled whenever `state` changes.
+    pub(super) changed: Condvar,
+}
+
+/// What the store holds (see [`Progress`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Stored {
+    /// The last record in the store.
+    pub(super) stored: u64,
+    /// The last record in the store durably.
+    pub(super) durable: u64,
+    /// Durable commits that failed so far (the writer waiting for one learns of it).
+    pub(super) failures: u64,
 }
 
 impl Progress {
-    pub(super) fn lock(&self) -> MutexGuard<'_, u64> {
-        self.stored
+    pub(super) fn lock(&self) -> MutexGuard<'_, Stored> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(super) fn set_stored(&self, seq: u64) {
-        *self.lock() = seq;
-        self.stored_changed.notify_all();
+    pub(super) fn update(&self, f: impl FnOnce(&mut Stored)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+}
+
+/// Whether the trail works: calls are refused up front while either part fails.
+#[derive(Debug)]
+pub(super) struct Health {
+    /// The last journal commit succeeded.
+    pub(super) journal: AtomicBool,
+    /// The last copy into the store succeeded.
+    pub(super) store: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self {
+            journal: AtomicBool::new(true),
+            store: AtomicBool::new(true),
+        }
+    }
+}
+
+impl Health {
+    pub(super) fn ok(&self) -> bool {
+        self.journal.load(Ordering::Acquire) && self.store.load(Ordering::Acquire)
     }
 }
 
 /// Whether the debug-build fault injection (`WARDEN_FAILPOINTS`, comma-separated) names
-/// `point`: `audit-commit` fails every commit, `audit-change` the transaction of every
-/// admin change after the change ran. Release builds never fail on purpose.
+/// `point`: `audit-commit` fails every commit and copy, `audit-change` the transaction of
+/// every admin change after the change ran. Release builds never fail on purpose.
 pub(super) fn failpoint(point: &str) -> bool {
     #[cfg(debug_assertions)]
     {
@@ -246,36 +265,33 @@ pub(super) fn failpoint(point: &str) -> bool {
     }
 }
 
-/// The writer thread's state: the chain's head, the journal, the records journaled but not
-/// yet in the store, and what it shares with [`AuditLog`].
+/// The writer thread's state: the chain's head, the journal, and what it shares with
+/// [`super::AuditLog`] and the store thread.
 pub(super) struct Writer {
     pub(super) queue: Arc<Queue>,
     pub(super) progress: Arc<Progress>,
-    pub(super) store: Arc<Store>,
     pub(super) journal: Journal,
     pub(super) key: ChainKey,
     pub(super) usage: Arc<Mutex<UsageMap>>,
-    pub(super) healthy: Arc<AtomicBool>,
+    pub(super) health: Arc<Health>,
     /// Sequence number and MAC of the last acknowledged record.
     pub(super) seq: u64,
     pub(super) prev: String,
-    /// Journaled records not yet in the store, and their usage.
-    pub(super) unstored: Vec<(u64, Vec<u8>)>,
-    pub(super) unstored_usage: HashMap<String, Usage>,
-    /// The last copy into the store failed (calls are refused until one succeeds).
-    pub(super) store_failed: bool,
+    /// The last record journaled in each half (0: none the store may lack).
+    pub(super) halves: [u64; 2],
+    /// The store thread's inbox, and the thread (joined when the writer stops).
+    pub(super) copier: Arc<Inbox>,
+    pub(super) copier_thread: Option<std::thread::JoinHandle<()>>,
     /// Debug-build fault injection: every commit fails.
     pub(super) fail: bool,
-    /// Debug-build fault injection: every admin change's transaction fails.
-    pub(super) fail_change: bool,
 }
 
 impl Writer {
-    /// Commits batches until the log is closed and its queue empty, then stores everything
-    /// durably.
+    /// Commits batches until the log is closed and its queue empty, then waits for the
+    /// store thread to store everything durably.
     pub(super) fn run(mut self) {
         let mut batch: Vec<Pending> = Vec::with_capacity(MAX_BATCH);
-        while let Some(next) = self.queue.next_batch(&mut batch) {
+        while self.queue.next_batch(&mut batch) {
             // Records queued before a change are committed before it, and those after it
             // after it, so the chain's order is the order of arrival.
             while let Some(at) = batch.iter().position(|p| p.change.is_some()) {
@@ -290,19 +306,16 @@ impl Writer {
             if !batch.is_empty() {
                 self.commit(&mut batch);
             }
-            // Idle is judged after the sync: what arrived meanwhile goes first.
-            if next.flush || self.unstored.len() >= APPLY_BATCH || self.queue.is_empty() {
-                self.store_journaled(false);
-            }
         }
-        self.store_journaled(true);
+        self.copier.close();
+        if let Some(thread) = self.copier_thread.take() {
+            let _ = thread.join();
+        }
     }
 
-    /// Chains `batch` after the last record, makes it durable in the journal, and answers
-    /// every caller: with its sequence number, or with the error when that failed (the
-    /// chain then resumes from the last acknowledged record). When the journal is full, it
-    /// first stores everything journaled durably and starts the journal over; a batch too
-    /// large for the journal goes straight into the store, durably.
+    /// Chains `batch` after the last record, makes it durable in the journal, hands it to
+    /// the store thread and answers every caller: with its sequence number, or with the
+    /// error when that failed (the chain then resumes from the last acknowledged record).
     pub(super) fn commit(&mut self, batch: &mut Vec<Pending>) {
         let mut sealed = Vec::with_capacity(batch.len());
         let mut deltas: HashMap<String, Usage> = HashMap::new();
@@ -320,22 +333,19 @@ impl Writer {
                 let first = self.seq + 1;
                 self.seq += batch.len() as u64;
                 self.prev = prev;
-                self.healthy.store(!self.store_failed, Ordering::Release);
+                self.health.journal.store(true, Ordering::Release);
                 let mut usage = self
                     .usage
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 for (k, d) in &deltas {
                     usage.entry(k.clone()).or_default().add(d);
-                    if !direct {
-                        self.unstored_usage.entry(k.clone()).or_default().add(d);
-                    }
                 }
                 drop(usage);
-                if direct {
-                    self.progress.set_stored(self.seq);
-                } else {
-                    self.unstored.append(&mut sealed);
+                // Handed over before the answers: a reader that learns of a record from
+                // its answer and asks the store thread to catch up finds it on its way.
+                if !direct {
+                    self.copier.send(Msg::Records(sealed, deltas));
                 }
                 // Readers that learn of a record from its answer must find it acknowledged.
                 self.progress.acked.store(self.seq, Ordering::Release);
@@ -345,7 +355,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, records = batch.len(), "audit commit failed; refusing the calls");
-                self.healthy.store(false, Ordering::Release);
+                self.health.journal.store(false, Ordering::Release);
                 for p in batch.drain(..) {
                     p.answer(Err(e.clone()));
                 }
@@ -353,8 +363,8 @@ impl Writer {
         }
     }
 
-    /// Commits an admin change and its record in one durable store transaction, after
-    /// every journaled record (copied in the same transaction). When the change refuses,
+    /// Commits an admin change and its record in one durable store transaction (run by the
+    /// store thread after every record journaled before it). When the change refuses,
     /// nothing is written and the caller finishes its record as usual; when the
     /// transaction fails, the change is not applied and the request is journaled as an
     /// error instead (when the journal still works).
@@ -364,43 +374,25 @@ impl Writer {
         };
         if self.fail {
             p.answer(Err("commit refused (failpoint audit-commit)".to_owned()));
-            self.healthy.store(false, Ordering::Release);
+            self.health.journal.store(false, Ordering::Release);
             return;
         }
         let seq = self.seq + 1;
         let (mac, sealed) = seal(&self.key, seq, &self.prev, &p.body);
         let own = p.usage.take();
-        let mut usage = self.unstored_usage.clone();
-        if let Some((k, d)) = &own {
-            usage.entry(k.clone()).or_default().add(d);
-        }
-        let usage: Vec<(String, Usage)> = usage.into_iter().collect();
-        let fail = self.fail_change;
-        let unstored = &self.unstored;
-        let result = self.store.atomically(|tx| {
-            if !job(tx) {
-                return Ok(false);
-            }
-            let mut records = Vec::with_capacity(unstored.len() + 1);
-            records.extend_from_slice(unstored);
-            records.push((seq, sealed));
-            tx.append_audit(&records, &usage)?;
-            if fail {
-                return Err(StoreError::Corrupt(
-                    "commit refused (failpoint audit-change)".into(),
-                ));
-            }
-            Ok(true)
-        });
-        match result {
+        let usage = own.clone();
+        match self.copier.call(|reply| Msg::Change {
+            job,
+            record: (seq, sealed),
+            usage,
+            reply,
+        }) {
             Ok(false) => {
                 p.answer(Ok(0));
             }
             Ok(true) => {
                 self.seq = seq;
                 self.prev = mac;
-                self.unstored.clear();
-                self.unstored_usage.clear();
                 if let Some((k, d)) = &own {
                     self.usage
                         .lock()
@@ -409,17 +401,14 @@ impl Writer {
                         .or_default()
                         .add(d);
                 }
-                self.store_failed = false;
-                self.healthy.store(true, Ordering::Release);
-                self.progress.set_stored(seq);
+                // The store durably holds every record up to this one, which the journal
+                // lacks: the journal starts over, so that no gap precedes what follows.
+                self.restart_journal();
                 self.progress.acked.store(seq, Ordering::Release);
                 p.answer(Ok(seq));
             }
             Err(e) => {
-                let e = e.to_string();
                 tracing::error!(error = %e, "an admin change and its record could not be committed; the change is not applied");
-                self.store_failed = true;
-                self.healthy.store(false, Ordering::Release);
                 // Before answering, so that the caller's next request finds the trail's
                 // health as it now is: the store is retried at once.
                 let (done, _) = oneshot::channel();
@@ -430,15 +419,15 @@ impl Writer {
                     change: None,
                     _expected: None,
                 }]);
-                self.store_journaled(false);
+                let _ = self.copier.call(Msg::Store);
                 p.answer(Err(e));
             }
         }
     }
 
-    /// Makes `sealed` durable: in the journal, after storing everything journaled durably
-    /// and starting the journal over when it is full, or (larger than the whole journal)
-    /// straight in the store. Ok(true) for the latter.
+    /// Makes `sealed` durable: in the journal (moving to the other half when this one is
+    /// full, once the store durably holds what that half holds), or, larger than a half,
+    /// straight in the store, durably, through the store thread. Ok(true) for the latter.
     pub(super) fn make_durable(
         &mut self,
         sealed: &[(u64, Vec<u8>)],
@@ -448,62 +437,66 @@ impl Writer {
             return Err("commit refused (failpoint audit-commit)".to_owned());
         }
         if !self.journal.fits(sealed) {
-            if !self.store_journaled(true) {
-                return Err("the audit trail could not be stored".to_owned());
+            if !Journal::fits_a_half(sealed) {
+                let usage = deltas.clone();
+                self.copier.call(|reply| Msg::Direct {
+                    records: sealed.to_vec(),
+                    usage,
+                    reply,
+                })?;
+                self.restart_journal();
+                return Ok(true);
             }
-            self.journal.reset();
+            let (here, next) = (self.journal.half(), self.journal.half() ^ 1);
+            self.wait_durable(self.halves[next])?;
+            // The half left behind is asked for now, so that it is durable long before
+            // the writer comes back to it.
+            self.copier.send(Msg::Durable(self.halves[here]));
+            self.journal.switch();
+            self.halves[next] = 0;
         }
-        if self.journal.fits(sealed) {
-            return self
-                .journal
-                .append(sealed)
-                .map(|()| false)
-                .map_err(|e| format!("audit journal {}: {e}", self.journal.path().display()));
+        self.journal
+            .append(sealed)
+            .map_err(|e| format!("audit journal {}: {e}", self.journal.path().display()))?;
+        if let Some((last, _)) = sealed.last() {
+            self.halves[self.journal.half()] = *last;
         }
-        let usage: Vec<(String, Usage)> =
-            deltas.iter().map(|(k, d)| (k.clone(), d.clone())).collect();
-        self.store
-            .append_audit(sealed, &usage, true)
-            .map(|()| true)
-            .map_err(|e| e.to_string())
+        Ok(false)
     }
 
-    /// Copies the journaled records into the store with their usage, durably or not (the
-    /// journal holds them durably already). A durable copy also persists every earlier one,
-    /// so the journal may start over after it. False when the store failed: the records
-    /// stay journaled and the next copy retries them, and calls are refused meanwhile.
-    pub(super) fn store_journaled(&mut self, durable: bool) -> bool {
-        if self.unstored.is_empty() && !durable {
-            return true;
-        }
-        let usage: Vec<(String, Usage)> = self.unstored_usage.drain().collect();
-        let result = if self.fail {
-            Err("store refused (failpoint audit-commit)".to_owned())
-        } else {
-            self.store
-                .append_audit(&self.unstored, &usage, durable)
-                .map_err(|e| e.to_string())
+    /// Starts the journal over: only when the store durably holds every record so far.
+    fn restart_journal(&mut self) {
+        self.journal.restart();
+        self.halves = [0, 0];
+    }
+
+    /// Waits until the store durably holds record `seq` (asking the store thread for it);
+    /// an error when a durable commit fails meanwhile or it takes longer than
+    /// [`CATCH_UP`].
+    fn wait_durable(&self, seq: u64) -> Result<(), String> {
+        let failures = {
+            let state = self.progress.lock();
+            if state.durable >= seq {
+                return Ok(());
+            }
+            state.failures
         };
-        match result {
-            Ok(()) => {
-                self.unstored.clear();
-                self.progress.set_stored(self.seq);
-                if self.store_failed {
-                    self.store_failed = false;
-                    self.healthy.store(true, Ordering::Release);
-                }
-                true
+        self.copier.send(Msg::Durable(seq));
+        let deadline = Instant::now() + CATCH_UP;
+        let mut state = self.progress.lock();
+        while state.durable < seq {
+            let now = Instant::now();
+            if state.failures > failures || now >= deadline {
+                return Err("the audit trail could not be stored".to_owned());
             }
-            Err(e) => {
-                if !self.store_failed {
-                    tracing::error!(error = %e, records = self.unstored.len(), "storing journaled audit records failed; refusing calls");
-                }
-                self.unstored_usage.extend(usage);
-                self.store_failed = true;
-                self.healthy.store(false, Ordering::Release);
-                false
-            }
+            state = self
+                .progress
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
+        Ok(())
     }
 }
 
@@ -522,6 +515,14 @@ pub fn recover(store: &Store) -> Result<Journal, AuditError> {
         return Err(AuditError::Unavailable(format!(
             "audit journal {} continues at record {first} but the store ends at record {last}",
             path.display()
+        )));
+    }
+    if let Some(w) = missing.windows(2).find(|w| w[1].0 != w[0].0 + 1) {
+        return Err(AuditError::Unavailable(format!(
+            "audit journal {} lacks the records between {} and {}",
+            path.display(),
+            w[0].0,
+            w[1].0
         )));
     }
     // What the reopened store holds is durable, so the journal may start over once the
