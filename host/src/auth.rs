@@ -17,13 +17,15 @@
 //! revoked, expired (rotation sets the old token's expiry to the end of its grace window),
 //! of the wrong kind for the endpoint, bound to another audience, or when its agent no
 //! longer exists. Revoking a service token revokes the agent tokens exchanged from it.
+//! The gateway admits through [`Admissions`], which keeps what it read only while the store
+//! has not committed anything since: it never admits a token the store would refuse.
 //!
 //! Threat: unauthenticated access to tools, replay of leaked or retired tokens, tokens
 //! minted for another gateway, and token leakage through logs, URLs or the store.
 
 use crate::identity::Subject;
 use crate::identity::{self, now_secs};
-use crate::storage::{Store, StoreError, Tables, TokenKind, TokenRecord};
+use crate::storage::{AgentRecord, Store, StoreError, Tables, TokenKind, TokenRecord};
 use base64::Engine as _;
 
 /// Prefix of service tokens.
@@ -398,19 +400,7 @@ fn check(
     token: &str,
     audience: Option<&str>,
 ) -> Result<(TokenRecord, String), AuthError> {
-    let shaped = [SERVICE_TOKEN_PREFIX, AGENT_TOKEN_PREFIX, ADMIN_TOKEN_PREFIX]
-        .iter()
-        .any(|p| {
-            token.len() == p.len() + SECRET_LEN
-                && token.starts_with(p)
-                && token[p.len()..]
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        });
-    if !shaped {
-        return Err(AuthError::Malformed);
-    }
-    let hash = token_hash(token);
+    let hash = shaped_hash(token)?;
     let record = store.token(&hash)?.ok_or(AuthError::Unknown)?;
     if record.revoked_at.is_some() {
         return Err(AuthError::Revoked);
@@ -425,15 +415,77 @@ fn check(
 }
 
 /// Authenticates an agent for `/mcp` (service or agent token; agent tokens must be bound to
-/// `audience`).
+/// `audience`), reading the store. The gateway goes through [`Admissions::authenticate`],
+/// which gives the same answers from a cache.
 pub fn authenticate(
     store: &Store,
     authorization: Option<&str>,
     query: Option<&str>,
     audience: &str,
 ) -> Result<Principal, AuthError> {
-    let token = bearer(authorization, query)?;
-    let (record, _) = check(store, token, Some(audience))?;
+    let hash = shaped_hash(bearer(authorization, query)?)?;
+    judge(&load(store, &hash)?, audience, now_secs())
+}
+
+/// The hash of a token of the right shape (prefix, length, alphabet).
+fn shaped_hash(token: &str) -> Result<String, AuthError> {
+    let shaped = [SERVICE_TOKEN_PREFIX, AGENT_TOKEN_PREFIX, ADMIN_TOKEN_PREFIX]
+        .iter()
+        .any(|p| {
+            token.len() == p.len() + SECRET_LEN
+                && token.starts_with(p)
+                && token[p.len()..]
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if shaped {
+        Ok(token_hash(token))
+    } else {
+        Err(AuthError::Malformed)
+    }
+}
+
+/// What admitting a token reads from the store: the token, for an exchanged token its
+/// service token (`None`: gone), and its agent (`None`: gone). Only the reads: every check
+/// is in [`judge`], run on each request, so time-bound states (expiry) are never cached.
+#[derive(Debug)]
+struct Admission {
+    token: TokenRecord,
+    parent: Option<TokenRecord>,
+    agent: Option<AgentRecord>,
+}
+
+/// Reads what admitting the token with `hash` needs. An unknown token is an error (and so
+/// never cached).
+fn load(store: &Store, hash: &str) -> Result<Admission, AuthError> {
+    let token = store.token(hash)?.ok_or(AuthError::Unknown)?;
+    let parent = match (&token.kind, &token.parent) {
+        (TokenKind::Agent, Some(parent)) => store.token_by_id(parent)?.map(|(_, p)| p),
+        _ => None,
+    };
+    let agent = match token.kind {
+        TokenKind::Admin => None,
+        _ => store.agent(&token.principal)?,
+    };
+    Ok(Admission {
+        token,
+        parent,
+        agent,
+    })
+}
+
+/// The checks of [`authenticate`], in their order, on what [`load`] read.
+fn judge(a: &Admission, audience: &str, now: u64) -> Result<Principal, AuthError> {
+    let record = &a.token;
+    if record.revoked_at.is_some() {
+        return Err(AuthError::Revoked);
+    }
+    if record.expires_at.is_some_and(|e| e <= now) {
+        return Err(AuthError::Expired);
+    }
+    if record.kind == TokenKind::Agent && record.audience.as_deref() != Some(audience) {
+        return Err(AuthError::Audience);
+    }
     if record.kind == TokenKind::Admin {
         return Err(AuthError::WrongKind);
     }
@@ -442,12 +494,14 @@ pub fn authenticate(
     // or revocation scan did.
     let mut expires_at = record.expires_at;
     if record.kind == TokenKind::Agent {
-        let parent = record.parent.as_deref().ok_or(AuthError::Unknown)?;
-        let (_, parent) = store.token_by_id(parent)?.ok_or(AuthError::Revoked)?;
+        if record.parent.is_none() {
+            return Err(AuthError::Unknown);
+        }
+        let parent = a.parent.as_ref().ok_or(AuthError::Revoked)?;
         if parent.revoked_at.is_some() {
             return Err(AuthError::Revoked);
         }
-        if parent.expires_at.is_some_and(|e| e <= now_secs()) {
+        if parent.expires_at.is_some_and(|e| e <= now) {
             return Err(AuthError::Expired);
         }
         expires_at = match (expires_at, parent.expires_at) {
@@ -455,15 +509,93 @@ pub fn authenticate(
             (a, b) => a.or(b),
         };
     }
-    let agent = store.agent(&record.principal)?.ok_or(AuthError::Unknown)?;
-    let subject = identity::subject(&record.principal, &agent).ok_or(AuthError::Unknown)?;
+    let agent = a.agent.as_ref().ok_or(AuthError::Unknown)?;
+    let subject = identity::subject(&record.principal, agent).ok_or(AuthError::Unknown)?;
     Ok(Principal {
-        token_id: record.id,
+        token_id: record.id.clone(),
         kind: record.kind,
         subject,
         rate_limit: agent.rate_limit,
         expires_at,
     })
+}
+
+/// Most tokens the admission cache holds; beyond it, it starts over.
+pub const ADMISSIONS_KEPT: usize = 4_096;
+
+/// The gateway's admission cache: what [`load`] read for recently seen tokens, kept only
+/// while the store's [`Store::generation`] is the one read before reading them. Any
+/// commit (a revocation, a rotation, an agent's change, and also the audit's own) empties
+/// it before the write that made it returns, so it never admits what the store would
+/// refuse; every check still runs per request on the cached records, so an expiry takes
+/// effect on its second. Unknown tokens are never kept, and the size is capped, so a
+/// flood of made-up tokens neither grows it nor evicts much.
+///
+/// It saves the two or three redb read transactions and JSON decodes per request.
+#[derive(Debug, Default)]
+pub struct Admissions {
+    inner: std::sync::Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    generation: u64,
+    by_hash: std::collections::HashMap<String, std::sync::Arc<Admission>>,
+}
+
+impl Admissions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// [`authenticate`], answered from the cache when the store has not changed since.
+    pub fn authenticate(
+        &self,
+        store: &Store,
+        authorization: Option<&str>,
+        query: Option<&str>,
+        audience: &str,
+    ) -> Result<Principal, AuthError> {
+        let hash = shaped_hash(bearer(authorization, query)?)?;
+        let generation = store.generation();
+        let hit = {
+            let mut kept = self.lock();
+            if kept.generation != generation {
+                kept.by_hash.clear();
+                kept.generation = generation;
+            }
+            kept.by_hash.get(&hash).cloned()
+        };
+        let admission = match hit {
+            Some(a) => a,
+            None => {
+                let a = std::sync::Arc::new(load(store, &hash)?);
+                let mut kept = self.lock();
+                // Kept only if nothing committed since `generation` was read, before the
+                // reads: what they saw is then what the store holds.
+                if kept.generation == generation && store.generation() == generation {
+                    if kept.by_hash.len() >= ADMISSIONS_KEPT {
+                        kept.by_hash.clear();
+                    }
+                    kept.by_hash.insert(hash, a.clone());
+                }
+                a
+            }
+        };
+        judge(&admission, audience, now_secs())
+    }
+
+    /// How many tokens are kept.
+    pub fn len(&self) -> usize {
+        self.lock().by_hash.len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Whether the token with public id `id` still works: not revoked, not expired, and (an
@@ -678,5 +810,78 @@ mod tests {
             ),
             Err(AuthError::Refused(_))
         ));
+    }
+
+    /// The admission cache answers as the store does after every kind of change, at once:
+    /// each step below would admit a retired token if a cached admission outlived a commit.
+    #[test]
+    fn cached_admissions_follow_every_change_at_once() {
+        let (_dir, store) = store();
+        let cache = Admissions::default();
+        let auth =
+            |token: &str| cache.authenticate(&store, Some(&format!("Bearer {token}")), None, AUD);
+        let st = issue_service_token(&store, identity::LOCAL_AGENT, "t").unwrap();
+        let at = exchange(&store, &st.token, AUD, Some(60)).unwrap();
+        for _ in 0..2 {
+            assert!(auth(&st.token).is_ok());
+            assert_eq!(
+                auth(&at.token).unwrap().subject.groups,
+                Vec::<String>::new()
+            );
+        }
+        assert_eq!(cache.len(), 2, "both tokens are kept");
+
+        // Unknown and malformed tokens are never kept.
+        let mut other = st.token.clone();
+        other.pop();
+        other.push(if st.token.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(auth(&other), Err(AuthError::Unknown)));
+        assert!(matches!(auth("wdn_st_short"), Err(AuthError::Malformed)));
+        assert_eq!(cache.len(), 2);
+
+        // An agent's new groups and rate limit are seen on the next request.
+        identity::put_agent(&store, identity::LOCAL_AGENT, vec!["ops".into()], Some(7)).unwrap();
+        let p = auth(&at.token).unwrap();
+        assert_eq!(
+            (p.subject.groups, p.rate_limit),
+            (vec!["ops".into()], Some(7))
+        );
+
+        // The parent revoked behind the child's back (a concurrent exchange).
+        assert!(auth(&at.token).is_ok());
+        let (hash, mut parent) = store.token_by_id(&st.record.id).unwrap().unwrap();
+        parent.revoked_at = Some(now_secs());
+        store
+            .update_tokens(&[(hash.clone(), parent.clone())])
+            .unwrap();
+        assert!(matches!(auth(&at.token), Err(AuthError::Revoked)));
+        parent.revoked_at = None;
+        store.update_tokens(&[(hash, parent)]).unwrap();
+        assert!(auth(&at.token).is_ok());
+
+        // Rotation with no grace ends the old token and its child.
+        let new = rotate(&store, &st.record.id, 0).unwrap();
+        assert!(matches!(auth(&st.token), Err(AuthError::Expired)));
+        assert!(matches!(auth(&at.token), Err(AuthError::Expired)));
+        assert!(auth(&new.token).is_ok());
+
+        // Revocation.
+        assert!(auth(&new.token).is_ok());
+        revoke(&store, &new.record.id).unwrap();
+        assert!(matches!(auth(&new.token), Err(AuthError::Revoked)));
+
+        // Deleting the agent.
+        let svc = issue_service_token(&store, identity::LOCAL_AGENT, "").unwrap();
+        assert!(auth(&svc.token).is_ok());
+        store
+            .delete_agent(identity::LOCAL_AGENT, now_secs())
+            .unwrap();
+        assert!(matches!(auth(&svc.token), Err(AuthError::Revoked)));
+
+        // The cache agrees with a direct read for every token seen.
+        for t in [&st.token, &at.token, &new.token, &svc.token] {
+            let direct = authenticate(&store, Some(&format!("Bearer {t}")), None, AUD);
+            assert_eq!(format!("{:?}", auth(t)), format!("{direct:?}"));
+        }
     }
 }

@@ -9,7 +9,9 @@
 //! Token secrets are never stored: only their hashes. Audit records and the usage counters
 //! they feed are written in the same transaction, so they never disagree. What an admin
 //! change reads and writes goes through [`Tables`], alike on the store and inside a [`Tx`],
-//! so the audit writer can commit a change and its record in one transaction.
+//! so the audit writer can commit a change and its record in one transaction. Every
+//! commit bumps the store's [`Store::generation`] before the write returns, so a cache of
+//! what was read (the admission cache in `auth`) is stale the moment a change lands.
 //!
 //! Threat: credential theft from the data directory, and torn state after a crash.
 
@@ -164,6 +166,8 @@ impl Usage {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// Bumped after every commit (see [`Store::generation`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -200,6 +204,7 @@ impl Store {
         let store = Self {
             db,
             path: path.to_owned(),
+            generation: std::sync::atomic::AtomicU64::new(0),
         };
         // Create the tables up front so readers never see "table does not exist". A store
         // written by an earlier development format holds tokens this version cannot read:
@@ -234,6 +239,19 @@ impl Store {
         db_err(&self.path, e)
     }
 
+    /// A number that grows after every committed write, before the write returns. What
+    /// was read after observing generation `g` is still what the store holds while the
+    /// generation is `g`: a cache tags entries with the generation read *before* reading
+    /// and serves them only while it is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn committed(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     fn write<R>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
@@ -254,7 +272,10 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
         }
         let out = f(&txn).map_err(|e| self.db_err(e))?;
-        txn.commit().map_err(|e| self.db_err(e))?;
+        let committed = txn.commit();
+        // A failed commit may still have changed what readers see: bump either way.
+        self.committed();
+        committed.map_err(|e| self.db_err(e))?;
         Ok(out)
     }
 
@@ -279,7 +300,9 @@ impl Store {
         });
         match outcome {
             Ok(true) => {
-                txn.commit().map_err(|e| self.db_err(e))?;
+                let committed = txn.commit();
+                self.committed();
+                committed.map_err(|e| self.db_err(e))?;
                 Ok(true)
             }
             Ok(false) => {

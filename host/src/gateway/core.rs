@@ -174,7 +174,7 @@ impl Gateway {
         peer: Option<IpAddr>,
         record: &mut PendingRecord,
     ) -> Result<Caller, Refusal> {
-        let authenticated = auth::authenticate(
+        let authenticated = self.admissions.authenticate(
             &self.store,
             credentials.authorization,
             credentials.query,

@@ -250,6 +250,8 @@ pub struct Gateway {
     sessions: SessionBindings,
     /// Unauthenticated requests per client address.
     addresses: AddressLimiter,
+    /// What admitting recently seen tokens read, while the store is unchanged.
+    admissions: crate::auth::Admissions,
     /// When long-expired tokens were last pruned (Unix seconds).
     last_prune: std::sync::Mutex<u64>,
     /// Where each skill is installed: skill name -> workspaces (`*`: every workspace).
@@ -475,6 +477,7 @@ impl Gateway {
             streams: StreamRegistry::default(),
             sessions: SessionBindings::default(),
             addresses: AddressLimiter::default(),
+            admissions: crate::auth::Admissions::default(),
             last_prune: std::sync::Mutex::new(0),
             installs: RwLock::new(installs),
             policy: RwLock::new(Arc::new(policy)),
