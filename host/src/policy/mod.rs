@@ -222,6 +222,10 @@ struct Slice {
     /// request (building them, e.g. parsing a datetime, is most of a decision's cost); a
     /// policy that reads one always gets it, so leaving the others out changes nothing.
     reads: Reads,
+    /// The decision, once made, when the policies read no context at all: every request
+    /// for this principal and tool is then the same Cedar request (the entities above and
+    /// an empty context), so the answer is too.
+    fixed: std::sync::OnceLock<Decision>,
 }
 
 /// Context attributes a slice's policies may read (conservatively: any mention).
@@ -251,6 +255,11 @@ impl Reads {
             arguments: text.contains("arguments") || text.contains("numbers"),
             numbers: text.contains("numbers"),
         }
+    }
+
+    /// Whether nothing in the context is read.
+    fn nothing(self) -> bool {
+        !(self.now || self.client_ip || self.rate || self.arguments || self.numbers)
     }
 
     fn union(self, o: Self) -> Self {
@@ -502,6 +511,7 @@ impl PolicyEngine {
                         entities,
                         set: self.set.clone(),
                         reads: Reads::ALL,
+                        fixed: std::sync::OnceLock::new(),
                     }));
                 }
             }
@@ -514,6 +524,7 @@ impl PolicyEngine {
             entities,
             set: slice,
             reads,
+            fixed: std::sync::OnceLock::new(),
         });
         let mut slices = self
             .slices
@@ -681,12 +692,27 @@ impl PolicyEngine {
                 policies: Vec::new(),
             });
         }
+        let fixed = slice.reads.nothing();
+        if fixed && let Some(decision) = slice.fixed.get() {
+            return Ok(decision.clone());
+        }
+        let decision = self.run(&slice, c)?;
+        if fixed {
+            // Another thread may have set the same decision first.
+            let _ = slice.fixed.set(decision.clone());
+        }
+        Ok(decision)
+    }
+
+    /// Asks Cedar about one call (what [`PolicyEngine::evaluate`] does past the checks of
+    /// what cannot be asked).
+    fn run(&self, slice: &Slice, c: &Circumstances) -> Result<Decision, String> {
         let arguments = if slice.reads.arguments {
             Arguments::Known
         } else {
             Arguments::Unused
         };
-        let built = self.build(&slice, c, arguments)?;
+        let built = self.build(slice, c, arguments)?;
         let request = Request::new(
             slice.principal.clone(),
             self.action.clone(),
@@ -937,6 +963,53 @@ mod tests {
             open.decide(&ops, &target(), &at(args)),
             Decision::Allow { .. }
         ));
+    }
+
+    #[test]
+    fn decisions_are_kept_only_where_no_context_is_read() {
+        let engine = PolicyEngine::new(
+            r#"permit (principal in Warden::Group::"ops", action, resource);
+               forbid (principal, action, resource) when { context.rate > 10 };"#,
+        )
+        .unwrap();
+        let (ops, dev) = (subject(&["ops"]), subject(&["dev"]));
+        let calm = at(serde_json::json!({"x": 1}));
+        let busy = Circumstances {
+            rate: 11,
+            ..at(serde_json::json!({}))
+        };
+        // The forbid reads `context.rate`: asked again on every call.
+        assert!(matches!(
+            engine.decide(&ops, &target(), &calm),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            engine.decide(&ops, &target(), &busy),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            engine.decide(&ops, &target(), &calm),
+            Decision::Allow { .. }
+        ));
+        assert!(engine.slice(&ops, &target()).unwrap().fixed.get().is_none());
+
+        // Group rules alone read nothing: one answer per principal and tool, kept, and the
+        // same whatever the call's circumstances.
+        let engine =
+            PolicyEngine::new(r#"permit (principal in Warden::Group::"ops", action, resource);"#)
+                .unwrap();
+        for c in [&calm, &busy, &calm] {
+            assert!(matches!(
+                engine.decide(&ops, &target(), c),
+                Decision::Allow { .. }
+            ));
+            assert!(matches!(
+                engine.decide(&dev, &target(), c),
+                Decision::Deny { .. }
+            ));
+        }
+        let kept = engine.slice(&ops, &target()).unwrap();
+        assert!(matches!(kept.fixed.get(), Some(Decision::Allow { .. })));
     }
 
     #[test]
