@@ -415,7 +415,7 @@ fn check(
 }
 
 /// Authenticates an agent for `/mcp` (service or agent token; agent tokens must be bound to
-/// `audience`), reading the store. The gateway goes through [`Admissions::authenticate`],
+/// `audience`), reading the store. The gateway goes through [`Admissions::admit`],
 /// which gives the same answers from a cache.
 pub fn authenticate(
     store: &Store,
@@ -550,15 +550,15 @@ impl Admissions {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// [`authenticate`], answered from the cache when the store has not changed since.
-    pub fn authenticate(
+    /// [`authenticate`] for a bearer `token` (see [`bearer`]), answered from the cache when
+    /// the store has not changed since.
+    pub fn admit(
         &self,
         store: &Store,
-        authorization: Option<&str>,
-        query: Option<&str>,
+        token: &str,
         audience: &str,
     ) -> Result<Principal, AuthError> {
-        let hash = shaped_hash(bearer(authorization, query)?)?;
+        let hash = shaped_hash(token)?;
         let generation = store.generation();
         let hit = {
             let mut kept = self.lock();
@@ -818,8 +818,7 @@ mod tests {
     fn cached_admissions_follow_every_change_at_once() {
         let (_dir, store) = store();
         let cache = Admissions::default();
-        let auth =
-            |token: &str| cache.authenticate(&store, Some(&format!("Bearer {token}")), None, AUD);
+        let auth = |token: &str| cache.admit(&store, token, AUD);
         let st = issue_service_token(&store, identity::LOCAL_AGENT, "t").unwrap();
         let at = exchange(&store, &st.token, AUD, Some(60)).unwrap();
         for _ in 0..2 {

@@ -18,7 +18,7 @@
 //! Threat: acknowledged calls whose record never reaches the store, and a slow store
 //! stalling every call's acknowledgement.
 
-use super::writer::{CATCH_UP, Health, Job, Progress};
+use super::progress::{CATCH_UP, Health, Job, Progress};
 use crate::storage::{Store, StoreError, Usage};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -39,6 +39,7 @@
 mod chain;
 mod copier;
 mod journal;
+mod progress;
 mod query;
 mod record;
 mod redact;
@@ -53,12 +54,13 @@ pub use writer::{Expected, recover};
 
 use crate::storage::{Store, StoreError, Tx, Usage};
 use copier::{Copier, Inbox};
+use progress::{Health, Progress};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::oneshot;
-use writer::{Health, LINGER_MAX, Pending, Progress, Queue, Writer, failpoint};
+use writer::{LINGER_MAX, Pending, Queue, Writer, failpoint};
 
 /// Errors of the audit trail.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +182,7 @@ impl PendingRecord {
         };
         let out: Arc<Mutex<Option<Result<R, E>>>> = Arc::new(Mutex::new(None));
         let slot = out.clone();
-        let job: writer::Job = Box::new(move |tx| {
+        let job: progress::Job = Box::new(move |tx| {
             let result = change(tx);
             let ok = result.is_ok();
             *slot

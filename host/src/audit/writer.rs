@@ -17,10 +17,11 @@
 use super::chain::{ChainKey, decode, seal};
 use super::copier::{Inbox, Msg};
 use super::journal::Journal;
+use super::progress::{CATCH_UP, Health, Job, Progress};
 use super::{AuditError, UsageMap};
-use crate::storage::{Store, Tx, Usage};
+use crate::storage::{Store, Usage};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -32,10 +33,6 @@ pub(super) const MAX_BATCH: usize = 1024;
 pub(super) const QUEUE: usize = 16_384;
 /// The longest the writer waits for more records before it commits.
 pub(super) const LINGER_MAX: Duration = Duration::from_millis(1);
-/// The longest a reader waits for the store thread to store what the writer acknowledged,
-/// and the writer for a journal half to be stored durably.
-pub(super) const CATCH_UP: Duration = Duration::from_secs(10);
-
 /// A request under way that will append a record (see [`AuditLog::expect`]): the writer
 /// counts them to judge how many records are about to arrive.
 pub struct Expected(pub(super) Arc<Queue>);
@@ -73,10 +70,6 @@ impl Pending {
         let _ = self.done.send((result, self.body));
     }
 }
-
-/// Runs a change in the writer's transaction; false when the change refused (the
-/// transaction is then aborted).
-pub(super) type Job = Box<dyn FnOnce(&Tx<'_>) -> bool + Send>;
 
 /// An admin change and the record written instead of its own when the transaction that
 /// would store both fails (the request's outcome is then an error).
@@ -189,64 +182,6 @@ impl Queue {
         let n = state.pending.len().min(MAX_BATCH);
         batch.extend(state.pending.drain(..n));
         true
-    }
-}
-
-/// How far the trail got: acknowledged (journaled) by the writer; stored, and stored
-/// durably, by the store thread (sequence numbers).
-#[derive(Debug, Default)]
-pub(super) struct Progress {
-    pub(super) acked: AtomicU64,
-    pub(super) state: Mutex<Stored>,
-    /// Signalled whenever `state` changes.
-    pub(super) changed: Condvar,
-}
-
-/// What the store holds (see [`Progress`]).
-#[derive(Debug, Default, Clone, Copy)]
-pub(super) struct Stored {
-    /// The last record in the store.
-    pub(super) stored: u64,
-    /// The last record in the store durably.
-    pub(super) durable: u64,
-    /// Durable commits that failed so far (the writer waiting for one learns of it).
-    pub(super) failures: u64,
-}
-
-impl Progress {
-    pub(super) fn lock(&self) -> MutexGuard<'_, Stored> {
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    pub(super) fn update(&self, f: impl FnOnce(&mut Stored)) {
-        f(&mut self.lock());
-        self.changed.notify_all();
-    }
-}
-
-/// Whether the trail works: calls are refused up front while either part fails.
-#[derive(Debug)]
-pub(super) struct Health {
-    /// The last journal commit succeeded.
-    pub(super) journal: AtomicBool,
-    /// The last copy into the store succeeded.
-    pub(super) store: AtomicBool,
-}
-
-impl Default for Health {
-    fn default() -> Self {
-        Self {
-            journal: AtomicBool::new(true),
-            store: AtomicBool::new(true),
-        }
-    }
-}
-
-impl Health {
-    pub(super) fn ok(&self) -> bool {
-        self.journal.load(Ordering::Acquire) && self.store.load(Ordering::Acquire)
     }
 }
 

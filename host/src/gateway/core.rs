@@ -174,12 +174,8 @@ impl Gateway {
         peer: Option<IpAddr>,
         record: &mut PendingRecord,
     ) -> Result<Caller, Refusal> {
-        let authenticated = self.admissions.authenticate(
-            &self.store,
-            credentials.authorization,
-            credentials.query,
-            &self.audience,
-        );
+        let authenticated = auth::bearer(credentials.authorization, credentials.query)
+            .and_then(|token| self.admissions.admit(&self.store, token, &self.audience));
         let principal = match authenticated {
             Ok(p) => p,
             Err(AuthError::Store(e)) => {
