@@ -402,16 +402,23 @@ fn check(
 ) -> Result<(TokenRecord, String), AuthError> {
     let hash = shaped_hash(token)?;
     let record = store.token(&hash)?.ok_or(AuthError::Unknown)?;
+    standing(&record, audience, now_secs())?;
+    Ok((record, hash))
+}
+
+/// A token's own state at `now`: not revoked, not expired, and (an exchanged token) bound
+/// to `audience`.
+fn standing(record: &TokenRecord, audience: Option<&str>, now: u64) -> Result<(), AuthError> {
     if record.revoked_at.is_some() {
         return Err(AuthError::Revoked);
     }
-    if record.expires_at.is_some_and(|e| e <= now_secs()) {
+    if record.expires_at.is_some_and(|e| e <= now) {
         return Err(AuthError::Expired);
     }
     if record.kind == TokenKind::Agent && record.audience.as_deref() != audience {
         return Err(AuthError::Audience);
     }
-    Ok((record, hash))
+    Ok(())
 }
 
 /// Authenticates an agent for `/mcp` (service or agent token; agent tokens must be bound to
@@ -477,15 +484,7 @@ fn load(store: &Store, hash: &str) -> Result<Admission, AuthError> {
 /// The checks of [`authenticate`], in their order, on what [`load`] read.
 fn judge(a: &Admission, audience: &str, now: u64) -> Result<Principal, AuthError> {
     let record = &a.token;
-    if record.revoked_at.is_some() {
-        return Err(AuthError::Revoked);
-    }
-    if record.expires_at.is_some_and(|e| e <= now) {
-        return Err(AuthError::Expired);
-    }
-    if record.kind == TokenKind::Agent && record.audience.as_deref() != Some(audience) {
-        return Err(AuthError::Audience);
-    }
+    standing(record, Some(audience), now)?;
     if record.kind == TokenKind::Admin {
         return Err(AuthError::WrongKind);
     }
@@ -521,15 +520,15 @@ fn judge(a: &Admission, audience: &str, now: u64) -> Result<Principal, AuthError
 }
 
 /// Most tokens the admission cache holds; beyond it, it starts over.
-pub const ADMISSIONS_KEPT: usize = 4_096;
+const ADMISSIONS_KEPT: usize = 4_096;
 
 /// The gateway's admission cache: what [`load`] read for recently seen tokens, kept only
 /// while the store's [`Store::generation`] is the one read before reading them. Any
 /// commit (a revocation, a rotation, an agent's change, and also the audit's own) empties
 /// it before the write that made it returns, so it never admits what the store would
 /// refuse; every check still runs per request on the cached records, so an expiry takes
-/// effect on its second. Unknown tokens are never kept, and the size is capped, so a
-/// flood of made-up tokens neither grows it nor evicts much.
+/// effect on its second. Unknown tokens are never kept, so a flood of made-up tokens
+/// neither grows nor empties it, and the size is capped.
 ///
 /// It saves the two or three redb read transactions and JSON decodes per request.
 #[derive(Debug, Default)]
@@ -588,13 +587,9 @@ impl Admissions {
     }
 
     /// How many tokens are kept.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().by_hash.len()
-    }
-
-    /// Whether none is kept.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
