@@ -29,6 +29,8 @@ pub const BUILD_DIR: &str = "build";
 pub const COMPILED_DIR: &str = "compiled";
 /// The compile cache's MAC key, inside [`COMPILED_DIR`].
 pub const CACHE_KEY_FILE: &str = "cache.key";
+/// The vault's root key in `file` mode (0600; created on first start).
+pub const VAULT_KEY_FILE: &str = "vault.key";
 
 /// The default data directory: `$XDG_DATA_HOME/warden` or `~/.local/share/warden`.
 pub fn default_data_dir() -> PathBuf {

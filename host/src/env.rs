@@ -23,8 +23,11 @@ pub const ADMIN_TOKEN: &str = "WARDEN_ADMIN_TOKEN";
 pub const SDK_PATH: &str = "WARDEN_SDK_PATH";
 /// Cargo target directory of wasm builds.
 pub const WASM_TARGET_DIR: &str = "WARDEN_WASM_TARGET_DIR";
+/// The vault's root key (base64 of 32 bytes), for a vault created in `env` mode.
+pub const VAULT_KEY: &str = "WARDEN_VAULT_KEY";
 /// Debug builds only: comma-separated fault injection points (`audit-commit`: every audit
-/// commit fails; `audit-change`: the transaction of every admin change fails).
+/// commit fails; `audit-change`: the transaction of every admin change fails;
+/// `vault-rotate:N`: the process aborts after N re-wrap batches of a key rotation).
 pub const FAILPOINTS: &str = "WARDEN_FAILPOINTS";
 
 /// XDG base directory of user data.

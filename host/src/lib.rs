@@ -3,7 +3,8 @@
 //! This crate is the library behind the `warden` binary. Modules follow the request path
 //! (see `ARCHITECTURE.md`): [`transport`] (wire formats; adapters around the core) ->
 //! [`gateway`] (the transport-neutral core: admission through [`auth`] and [`ratelimit`],
-//! [`policy`] decides, [`audit`] records) -> [`runtime`], with [`identity`], [`storage`] and
+//! [`policy`] decides, [`audit`] records) -> [`runtime`] (whose calls reach secrets and the network only through [`vault`] and its
+//! grants), with [`identity`], [`storage`] and
 //! [`datadir`] underneath and [`admin`] beside. [`env`] declares every environment variable.
 //! The binary's own modules (the CLI, `warden up`, the operator CLI, author tooling) live
 //! in the binary crate, not in this API.
@@ -20,3 +21,4 @@ pub mod ratelimit;
 pub mod runtime;
 pub mod storage;
 pub mod transport;
+pub mod vault;

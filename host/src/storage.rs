@@ -35,6 +35,13 @@ const POLICIES: TableDefinition<u64, &[u8]> = TableDefinition::new("policies");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Usage key (`tenant/workspace/environment/agent/tool`) -> counters (JSON).
 const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
+/// Secret path (`scope/name`, scope a tenant, workspace or environment) -> the secret's
+/// sealed current value and its version history (JSON; values only as ciphertext).
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
+/// Grant id -> grant record (JSON; removed grants stay, marked, as history).
+const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+/// `keyring` -> the vault's keyring (master key versions wrapped by the root key).
+const VAULT: TableDefinition<&str, &[u8]> = TableDefinition::new("vault");
 /// Store metadata (`schema` -> format version).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -139,6 +146,151 @@ pub struct AgentRecord {
     pub created_at: u64,
 }
 
+/// A secret value as stored: the value sealed under a data key of its own, the data key
+/// wrapped by a master key version (both base64 of nonce and ciphertext).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedValue {
+    /// The secret's version this value is.
+    pub version: u32,
+    /// The master key version that wraps the data key.
+    pub key_version: u32,
+    /// The data key, sealed by the master key.
+    pub wrapped_key: String,
+    /// The value, sealed by the data key.
+    pub ciphertext: String,
+}
+
+/// One entry of a secret's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretVersion {
+    /// The version (a removal takes a version number too).
+    pub version: u32,
+    /// `set` or `rm`.
+    pub action: String,
+    /// Unix seconds.
+    pub at: u64,
+    /// Who (`admin:<name>`).
+    pub by: String,
+}
+
+/// A secret: its current sealed value (none once removed) and its history.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRecord {
+    /// The current value, if the secret is set.
+    pub current: Option<SealedValue>,
+    /// Every change, oldest first (at most [`SECRET_HISTORY_KEPT`]).
+    pub history: Vec<SecretVersion>,
+}
+
+/// History entries a secret keeps (older ones are dropped).
+pub const SECRET_HISTORY_KEPT: usize = 100;
+
+/// A grant: what one skill may reach, and with which secrets, in a workspace or environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantRecord {
+    /// Public id (`grt_...`).
+    pub id: String,
+    /// The skill's name.
+    pub skill: String,
+    /// `tenant/workspace` or `tenant/workspace/environment`.
+    pub scope: String,
+    /// The outbound destination it allows, if any.
+    pub egress: Option<EgressRule>,
+    /// Credentials added to requests to that destination.
+    #[serde(default)]
+    pub inject: Vec<Injection>,
+    /// Secrets the skill may read itself (`secrets.reveal`).
+    #[serde(default)]
+    pub reveal: Vec<String>,
+    /// The grants revision that created it.
+    pub revision: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Who (`admin:<name>`).
+    pub created_by: String,
+    /// Set when removed (the record stays as history).
+    #[serde(default)]
+    pub removed: Option<Removal>,
+}
+
+/// When and by whom a grant was removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    /// The grants revision that removed it.
+    pub revision: u64,
+    /// Unix seconds.
+    pub at: u64,
+    /// Who.
+    pub by: String,
+}
+
+/// An allowed outbound destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRule {
+    /// `https` or `http`.
+    pub scheme: String,
+    /// Host name or IP literal (lower case), or `*.domain`.
+    pub host: String,
+    /// Port; `None` means the scheme's default.
+    pub port: Option<u16>,
+    /// Path prefix (`/` for any).
+    pub path_prefix: String,
+    /// Methods (upper case); empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Allow loopback, private, link-local and other non-public addresses.
+    #[serde(default)]
+    pub allow_private: bool,
+}
+
+/// How a credential is added to a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Injection {
+    /// `header`, `query` or `basic`.
+    pub kind: String,
+    /// Header or query parameter name (empty for `basic`).
+    pub name: String,
+    /// The value with `{secret:NAME}` placeholders (`user:password` for `basic`).
+    pub template: String,
+}
+
+/// The vault's keyring: master key versions, each sealed by the root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyringRecord {
+    /// Where the root key comes from: `file`, `env` or `passphrase`.
+    pub source: String,
+    /// Argon2id parameters and salt (passphrase only).
+    pub kdf: Option<KdfRecord>,
+    /// The master key version new data keys are wrapped with.
+    pub active: u32,
+    /// Every master key version still in use.
+    pub terms: Vec<KeyTerm>,
+}
+
+/// Argon2id parameters of a passphrase-derived root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfRecord {
+    /// Salt (base64).
+    pub salt: String,
+    /// Memory, KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+/// One master key version, sealed by the root key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyTerm {
+    /// Version.
+    pub version: u32,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// The key, sealed by the root key (base64).
+    pub sealed: String,
+}
+
 /// Counters of one principal and tool.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
@@ -225,6 +377,9 @@ impl Store {
             txn.open_table(POLICIES)?;
             txn.open_table(AUDIT)?;
             txn.open_table(USAGE)?;
+            txn.open_table(SECRETS)?;
+            txn.open_table(GRANTS)?;
+            txn.open_table(VAULT)?;
             Ok(())
         })?;
         Ok(store)
@@ -661,7 +816,7 @@ impl sealed::Raw for Tx<'_> {
 }
 
 /// The records an admin change reads and writes (tokens, skills, scopes, agents, policy
-/// versions), reached alike through the [`Store`] (one transaction per call) and through a
+/// versions, secrets, grants, the vault's keyring), reached alike through the [`Store`] (one transaction per call) and through a
 /// [`Tx`] (one transaction for a whole change and its audit record).
 pub trait Tables: sealed::Raw {
     /// Looks up a token by hash.
@@ -771,6 +926,46 @@ pub trait Tables: sealed::Raw {
             Ok(existed)
         })?;
         Ok(existed.then_some(ids))
+    }
+
+    /// One secret (`scope/name`).
+    fn secret(&self, path: &str) -> Result<Option<SecretRecord>, StoreError> {
+        self.raw_get(SECRETS, path)
+    }
+
+    /// Every secret, by path.
+    fn secrets(&self) -> Result<Vec<(String, SecretRecord)>, StoreError> {
+        self.raw_all(SECRETS)
+    }
+
+    /// Stores a secret.
+    fn put_secret(&self, path: &str, record: &SecretRecord) -> Result<(), StoreError> {
+        put(self, SECRETS, path, record)
+    }
+
+    /// Every grant (removed ones included), by id.
+    fn grants(&self) -> Result<Vec<(String, GrantRecord)>, StoreError> {
+        self.raw_all(GRANTS)
+    }
+
+    /// One grant.
+    fn grant(&self, id: &str) -> Result<Option<GrantRecord>, StoreError> {
+        self.raw_get(GRANTS, id)
+    }
+
+    /// Stores a grant.
+    fn put_grant(&self, record: &GrantRecord) -> Result<(), StoreError> {
+        put(self, GRANTS, &record.id, record)
+    }
+
+    /// The vault's keyring, once initialised.
+    fn keyring(&self) -> Result<Option<KeyringRecord>, StoreError> {
+        self.raw_get(VAULT, "keyring")
+    }
+
+    /// Stores the vault's keyring.
+    fn put_keyring(&self, record: &KeyringRecord) -> Result<(), StoreError> {
+        put(self, VAULT, "keyring", record)
     }
 
     /// Appends a policy version; `bytes` receives the next version number.
