@@ -9,9 +9,10 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use criterion::Criterion;
 use serde_json::json;
-use std::path::Path;
 use std::time::{Duration, Instant};
 use warden::runtime::{CallContext, Runtime, RuntimeConfig, Skill, SkillSettings, engine_config};
 use wasmtime::component::{
@@ -147,24 +148,6 @@ impl Warm {
     }
 }
 
-fn build_text_skill() -> Vec<u8> {
-    // Built by the real binary, as authors build skills (installs the offline toolchain if
-    // it is missing).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = root.join("target/wasm-skills/bench-text.wasm");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["skill", "build"])
-        .arg(root.join("skills/text"))
-        .arg("--target-dir")
-        .arg(root.join("target/wasm-skills"))
-        .arg("--out")
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(status.success(), "warden skill build failed");
-    std::fs::read(out).unwrap()
-}
-
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort_unstable();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize];
@@ -189,7 +172,7 @@ where
 }
 
 fn main() {
-    let wasm = build_text_skill();
+    let wasm = common::build_skill("text");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,5 +1,7 @@
 //! The admin API (`/admin/v1/...`, JSON) and the Prometheus endpoint (`/metrics`): scopes,
-//! agents, skills' workspaces, tokens, policies, audit queries and usage. The CLI (`warden token|agent|policy|
+//! agents, skills' workspaces, tokens, policies, the vault (status, seal, unseal, key
+//! rotation, check), secrets (set, list, history, remove; never a value out), grants,
+//! audit queries and usage. The CLI (`warden token|agent|policy|
 //! audit ...`) talks to a running gateway through it, since the running process holds the
 //! store's lock.
 //!
@@ -7,7 +9,8 @@
 //! only `operator` admins may change anything, `approver` admins may read; every admin
 //! request is audited with the admin as principal (`admin:<name>`); a new token's secret
 //! appears once, in the response that created it, and never in a listing; policy text is
-//! validated before it is stored, and a refused set changes nothing; a change is committed
+//! validated before it is stored, and a refused set changes nothing; a secret's value goes
+//! in and never comes out (no answer, listing, error or record holds it); a change is committed
 //! in the same store transaction as its audit record, or not at all (`change`).
 //!
 //! Threat: unauthorised changes to who may do what, and operators acting without a trace.
@@ -17,9 +20,11 @@ use crate::auth::{self, Admin, AuthError, IssueRequest, ROLE_OPERATOR};
 use crate::gateway::{self, Gateway, target};
 use crate::identity::{self, IdentityError};
 use crate::policy::{Circumstances, PolicyEngine, PolicyVersion, Subject, Target};
-use crate::storage::{StoreError, Tables, TokenKind, Tx};
+use crate::storage::{GrantRecord, StoreError, Tables, TokenKind, Tx};
 use crate::transport::slot::AuditSlot;
 use crate::transport::wire;
+use crate::vault::grants::{self, GrantError, GrantSpec};
+use crate::vault::{SecretPath, VaultError};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{Method, StatusCode, header};
 use axum::middleware::Next;
@@ -105,6 +110,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/audit", get(query_audit))
         .route("/admin/v1/audit/verify", get(verify_audit))
         .route("/admin/v1/usage", get(usage))
+        .route("/admin/v1/vault", get(vault_status))
+        .route("/admin/v1/vault/seal", post(vault_seal))
+        .route("/admin/v1/vault/unseal", post(vault_unseal))
+        .route("/admin/v1/vault/rotate-key", post(vault_rotate))
+        .route("/admin/v1/vault/check", get(vault_check))
+        .route("/admin/v1/secrets", get(list_secrets).post(set_secret))
+        .route("/admin/v1/secrets/history", get(secret_history))
+        .route(
+            "/admin/v1/secrets/{*path}",
+            axum::routing::delete(remove_secret),
+        )
+        .route("/admin/v1/grants", get(list_grants).post(add_grant))
+        .route("/admin/v1/grants/{id}", axum::routing::delete(remove_grant))
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -756,6 +774,320 @@ async fn metrics(State(g): Shared) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
+impl From<VaultError> for ApiError {
+    fn from(e: VaultError) -> Self {
+        match e {
+            VaultError::Sealed => Self(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            VaultError::WrongKey => Self(StatusCode::FORBIDDEN, e.to_string()),
+            VaultError::NotFound(_) => Self(StatusCode::NOT_FOUND, e.to_string()),
+            VaultError::Invalid(_) => Self(StatusCode::BAD_REQUEST, e.to_string()),
+            VaultError::Key(_) | VaultError::Corrupt(_) => {
+                Self(StatusCode::CONFLICT, e.to_string())
+            }
+            VaultError::Store(s) => s.into(),
+            VaultError::Crypto(c) => {
+                tracing::error!(error = %c, "vault cryptography failed");
+                Self(StatusCode::INTERNAL_SERVER_ERROR, "the vault failed".into())
+            }
+        }
+    }
+}
+
+impl From<GrantError> for ApiError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::Invalid(m) => Self(StatusCode::BAD_REQUEST, m),
+            GrantError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
+            GrantError::Store(s) => s.into(),
+        }
+    }
+}
+
+/// Names what an admin change touches in its audit record (`request` gains the target).
+fn annotate(slot: &AuditSlot, target: &str) {
+    if let Some(mut record) = slot.take() {
+        let r = record.record();
+        r.request = format!("{} {target}", r.request);
+        slot.put_back(record);
+    }
+}
+
+/// A JSON body that may hold a secret: parsed without echoing any part of it in an error,
+/// and wiped after use.
+fn secret_body<T: for<'de> Deserialize<'de>>(bytes: &[u8], shape: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|_| bad(format!("the body is JSON: {shape}")))
+}
+
+#[utoipa::path(get, path = "/admin/v1/vault", tag = "vault",
+    responses((status = 200, description = "Sealed or not, key source, master key versions", body = Object)))]
+async fn vault_status(State(g): Shared) -> ApiResult {
+    Ok(Json(json!(g.vault().status()?)).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/vault/seal", tag = "vault",
+    responses((status = 200, description = "Sealed: the keys are dropped from memory; calls needing a secret fail until unsealed", body = Object)))]
+async fn vault_seal(State(g): Shared) -> ApiResult {
+    g.vault().seal();
+    tracing::warn!("the vault was sealed");
+    Ok(Json(json!(g.vault().status()?)).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+struct UnsealBody {
+    /// The passphrase of a passphrase vault (the first unseal of a new one sets it).
+    passphrase: Option<String>,
+}
+
+#[utoipa::path(post, path = "/admin/v1/vault/unseal", tag = "vault", request_body = UnsealBody,
+    responses((status = 200, description = "Unsealed", body = Object),
+              (status = 403, description = "Wrong passphrase or key", body = Object)))]
+async fn vault_unseal(State(g): Shared, body: axum::body::Bytes) -> ApiResult {
+    let body: UnsealBody = if body.is_empty() {
+        UnsealBody { passphrase: None }
+    } else {
+        secret_body(&body, r#"{"passphrase": "..."}"#)?
+    };
+    let passphrase = body.passphrase.map(zeroize::Zeroizing::new);
+    let vault = g.vault().clone();
+    tokio::task::spawn_blocking(move || vault.unseal(passphrase.as_ref().map(|p| p.as_bytes())))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "unseal failed".into()))??;
+    Ok(Json(json!(g.vault().status()?)).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/vault/rotate-key", tag = "vault",
+    responses((status = 200, description = "A new master key version wraps every data key; unused versions are dropped", body = Object),
+              (status = 503, description = "The vault is sealed", body = Object)))]
+async fn vault_rotate(State(g): Shared, Extension(slot): Extension<AuditSlot>) -> ApiResult {
+    let vault = g.vault().clone();
+    let fault = rotate_failpoint();
+    let version = tokio::task::spawn_blocking(move || vault.rotate(fault))
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "rotation failed".into()))??;
+    let vault = g.vault().clone();
+    let retired = change(&slot, move |tx| Ok(vault.retire(tx)?)).await?;
+    g.vault().forget(&retired);
+    Ok(
+        Json(json!({"key_version": version, "retired": retired, "status": g.vault().status()?}))
+            .into_response(),
+    )
+}
+
+/// Debug builds only: `WARDEN_FAILPOINTS=vault-rotate:N` aborts a rotation after N batches.
+fn rotate_failpoint() -> Option<u64> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    std::env::var(crate::env::FAILPOINTS).ok().and_then(|v| {
+        v.split(',')
+            .find_map(|f| f.strip_prefix("vault-rotate:").and_then(|n| n.parse().ok()))
+    })
+}
+
+#[utoipa::path(get, path = "/admin/v1/vault/check", tag = "vault",
+    responses((status = 200, description = "How many secrets decrypt (values never leave); the paths of those that do not", body = Object)))]
+async fn vault_check(State(g): Shared) -> ApiResult {
+    let vault = g.vault().clone();
+    let check = tokio::task::spawn_blocking(move || vault.check())
+        .await
+        .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "check failed".into()))??;
+    Ok(Json(json!(check)).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SecretFilter {
+    /// Only secrets of this scope and below.
+    scope: Option<String>,
+    /// Removed secrets too.
+    #[serde(default)]
+    all: bool,
+}
+
+#[utoipa::path(get, path = "/admin/v1/secrets", tag = "vault", params(SecretFilter),
+    responses((status = 200, description = "Names, scopes, versions, times and authors; never values", body = Object)))]
+async fn list_secrets(State(g): Shared, Query(f): Query<SecretFilter>) -> ApiResult {
+    let secrets: Vec<Value> = g
+        .store()
+        .secrets()?
+        .into_iter()
+        .filter(|(_, r)| f.all || r.current.is_some())
+        .filter(|(path, _)| {
+            f.scope
+                .as_deref()
+                .is_none_or(|s| path.starts_with(&format!("{}/", s.trim_end_matches('/'))))
+        })
+        .map(|(path, r)| {
+            let (scope, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
+            let first = r.history.first();
+            let last = r.history.last();
+            json!({
+                "path": path, "scope": scope, "name": name,
+                "set": r.current.is_some(),
+                "version": r.current.as_ref().map(|c| c.version),
+                "key_version": r.current.as_ref().map(|c| c.key_version),
+                "created_at": first.map(|v| v.at), "created_by": first.map(|v| v.by.clone()),
+                "updated_at": last.map(|v| v.at), "updated_by": last.map(|v| v.by.clone()),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "secrets": secrets })).into_response())
+}
+
+#[derive(Deserialize, ToSchema)]
+struct SetSecretBody {
+    /// `tenant[/workspace[/environment]]/name`.
+    path: String,
+    /// The value (8 bytes to 64 KiB). Never returned by any API.
+    value: String,
+}
+
+#[utoipa::path(post, path = "/admin/v1/secrets", tag = "vault", request_body = SetSecretBody,
+    responses((status = 201, description = "Stored encrypted as the next version (the answer never holds the value)", body = Object),
+              (status = 404, description = "The scope does not exist", body = Object),
+              (status = 503, description = "The vault is sealed", body = Object)))]
+async fn set_secret(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let body: SetSecretBody = secret_body(
+        &body,
+        r#"{"path": "tenant/workspace/env/name", "value": "..."}"#,
+    )?;
+    let value = zeroize::Zeroizing::new(body.value);
+    let path = SecretPath::parse(&body.path)?;
+    annotate(&slot, &path.key());
+    let vault = g.vault().clone();
+    let by = format!("admin:{}", admin.name);
+    let target = path.clone();
+    let version = change(&slot, move |tx| {
+        if tx.scope(&target.scope)?.is_none() {
+            return Err(ApiError(
+                StatusCode::NOT_FOUND,
+                format!("scope `{}` does not exist: create it first", target.scope),
+            ));
+        }
+        Ok(vault.put(tx, &target, value.as_bytes(), &by)?)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"path": path.key(), "version": version})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct HistoryQuery {
+    /// `tenant[/workspace[/environment]]/name`.
+    path: String,
+}
+
+#[utoipa::path(get, path = "/admin/v1/secrets/history", tag = "vault", params(HistoryQuery),
+    responses((status = 200, description = "Every version: set or removed, when, by whom (never values)", body = Object),
+              (status = 404, description = "No such secret", body = Object)))]
+async fn secret_history(State(g): Shared, Query(q): Query<HistoryQuery>) -> ApiResult {
+    let path = SecretPath::parse(&q.path)?;
+    let record = g
+        .store()
+        .secret(&path.key())?
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no secret `{}`", path.key())))?;
+    Ok(Json(json!({
+        "path": path.key(),
+        "current": record.current.as_ref().map(|c| c.version),
+        "history": record.history,
+    }))
+    .into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/secrets/{path}", tag = "vault",
+    params(("path" = String, Path, description = "tenant[/workspace[/environment]]/name")),
+    responses((status = 200, description = "Removed (its history stays)", body = Object),
+              (status = 404, description = "No such secret", body = Object)))]
+async fn remove_secret(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Path(path): Path<String>,
+) -> ApiResult {
+    let path = SecretPath::parse(&path)?;
+    annotate(&slot, &path.key());
+    let vault = g.vault().clone();
+    let by = format!("admin:{}", admin.name);
+    let target = path.clone();
+    let version = change(&slot, move |tx| Ok(vault.remove(tx, &target, &by)?)).await?;
+    Ok(Json(json!({"removed": path.key(), "version": version})).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct GrantFilter {
+    skill: Option<String>,
+    scope: Option<String>,
+    /// Removed grants too.
+    #[serde(default)]
+    all: bool,
+}
+
+#[utoipa::path(get, path = "/admin/v1/grants", tag = "vault", params(GrantFilter),
+    responses((status = 200, description = "Grants (with removed ones when `all`), oldest first, and the current revision", body = Object)))]
+async fn list_grants(State(g): Shared, Query(f): Query<GrantFilter>) -> ApiResult {
+    let mut grants: Vec<GrantRecord> = g.store().grants()?.into_iter().map(|(_, r)| r).collect();
+    let revision = grants
+        .iter()
+        .flat_map(|r| [Some(r.revision), r.removed.as_ref().map(|x| x.revision)])
+        .flatten()
+        .max()
+        .unwrap_or(0);
+    grants.retain(|r| f.all || r.removed.is_none());
+    grants.retain(|r| f.skill.as_deref().is_none_or(|s| r.skill == s));
+    grants.retain(|r| f.scope.as_deref().is_none_or(|s| r.scope == s));
+    grants.sort_by_key(|r| r.revision);
+    Ok(Json(json!({"revision": revision, "grants": grants})).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/grants", tag = "vault", request_body = GrantSpec,
+    responses((status = 201, description = "Added; applies from the next call", body = Object),
+              (status = 400, description = "Malformed", body = Object),
+              (status = 404, description = "No such skill or scope", body = Object)))]
+async fn add_grant(
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Json(spec): Json<GrantSpec>,
+) -> ApiResult {
+    annotate(&slot, &format!("{} {}", spec.skill, spec.scope));
+    let by = format!("admin:{}", admin.name);
+    let record = change(&slot, move |tx| Ok(grants::add(tx, &spec, &by)?)).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "grant": record }))).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/grants/{id}", tag = "vault",
+    params(("id" = String, Path, description = "Grant id (grt_...)")),
+    responses((status = 200, description = "Removed; no longer applies from the next call", body = Object),
+              (status = 404, description = "No such grant in force", body = Object)))]
+async fn remove_grant(
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Path(id): Path<String>,
+) -> ApiResult {
+    annotate(&slot, &id);
+    let by = format!("admin:{}", admin.name);
+    let target = id.clone();
+    let record = change(&slot, move |tx| {
+        grants::remove(tx, &target, &by)?.ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no grant `{target}` in force"),
+            )
+        })
+    })
+    .await?;
+    Ok(Json(json!({ "removed": record })).into_response())
+}
+
 #[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
 async fn openapi() -> Response {
@@ -766,13 +1098,15 @@ async fn openapi() -> Response {
 #[openapi(
     info(
         title = "warden admin API",
-        description = "Tenants, workspaces, environments, agents, tokens, policies, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may only read."
+        description = "Tenants, workspaces, environments, agents, tokens, policies, secrets (never their values), grants, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may only read."
     ),
     paths(
         list_scopes, create_scope, list_agents, put_agent, delete_agent, list_skills,
         set_skill_workspaces, list_tokens,
         issue_token, rotate_token, revoke_token, policy_history, current_policy, apply_policy,
-        test_policy, query_audit, verify_audit, usage, metrics, openapi
+        test_policy, query_audit, verify_audit, usage, vault_status, vault_seal, vault_unseal,
+        vault_rotate, vault_check, list_secrets, set_secret, secret_history, remove_secret,
+        list_grants, add_grant, remove_grant, metrics, openapi
     ),
     modifiers(&AdminTokenAuth),
     security(("admin_token" = []))

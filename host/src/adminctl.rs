@@ -1,4 +1,4 @@
-//! The operator CLI (`warden scope|agent|token|policy|audit ...`): thin commands over the
+//! The operator CLI (`warden scope|agent|token|policy|audit|vault|secret|grant ...`): thin commands over the
 //! admin API of a running gateway (the running process holds the store's lock, so the CLI
 //! never opens it), plus `warden audit verify --offline` for a stopped gateway's data
 //! directory.
@@ -7,7 +7,8 @@
 //! `WARDEN_ADMIN_TOKEN`, else the `endpoint` and `admin.token` files `warden up` writes in
 //! the data directory (0600), so on the gateway's own machine the commands just work.
 //!
-//! Invariants: the admin token is never printed or put in a URL; a new token's secret is
+//! Invariants: the admin token is never printed or put in a URL; a secret's value is read
+//! from stdin or a hidden prompt (never an argument), sent once and wiped; a new token's secret is
 //! printed once, on stdout alone, so it can be captured; errors from the API are shown with
 //! their status and message, and the command exits non-zero.
 //!
@@ -276,6 +277,12 @@ impl Client {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+        self.call_raw(method, path, bytes.into_bytes()).await
+    }
+
+    /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
+    async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
         let uri: http::Uri = format!("{}{path}", self.base)
             .parse()
             .context("the gateway URL is not valid")?;
@@ -283,7 +290,6 @@ impl Client {
             .await
             .with_context(|| format!("is the gateway running at {}?", self.base))?;
         let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         let req = http::Request::builder()
             .method(method)
             .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
@@ -679,4 +685,403 @@ fn report_verification(json: bool, v: &Value) -> Result<()> {
             b["reason"].as_str().unwrap_or("")
         ),
     }
+}
+
+/// `warden vault ...`
+#[derive(Debug, Subcommand)]
+pub enum VaultCommand {
+    /// Sealed or not, where the root key comes from, master key versions.
+    Status,
+    /// Drop the keys from memory: calls that need a secret fail until `unseal`.
+    Seal,
+    /// Load the keys again (a passphrase vault asks for its passphrase: a hidden prompt,
+    /// or stdin when it is not a terminal; the first unseal of a new one sets it).
+    Unseal,
+    /// Make a new master key version, re-wrap every data key with it, drop unused versions.
+    RotateKey,
+    /// Decrypt every secret (values never leave the gateway) and report the unreadable ones.
+    Check,
+}
+
+/// `warden secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a secret (`tenant[/workspace[/environment]]/name`) to a value read from stdin
+    /// (when it is not a terminal) or a hidden prompt. Never given as an argument.
+    Set {
+        /// `tenant[/workspace[/environment]]/name`.
+        path: String,
+    },
+    /// List secrets: names, scopes, versions, times, authors (never values).
+    List {
+        /// Only this scope and below.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Removed secrets too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Every version of a secret: set or removed, when, by whom.
+    History {
+        /// `tenant[/workspace[/environment]]/name`.
+        path: String,
+    },
+    /// Remove a secret (its history stays).
+    Rm {
+        /// `tenant[/workspace[/environment]]/name`.
+        path: String,
+    },
+}
+
+/// `warden grant ...`
+// Parsed once per process: the size of the `add` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum GrantCommand {
+    /// Grant a skill a destination (and credentials injected into requests to it), or
+    /// secrets it may read itself, in an environment or a whole workspace.
+    Add {
+        /// The skill's name (e.g. `http`).
+        skill: String,
+        /// The environment (`tenant/workspace/environment`).
+        #[arg(
+            long,
+            conflicts_with = "workspace",
+            required_unless_present = "workspace"
+        )]
+        env: Option<String>,
+        /// Every environment of a workspace (`tenant/workspace`).
+        #[arg(long)]
+        workspace: Option<String>,
+        /// Destination: `host`, `host:port`, `*.domain` or an IP literal.
+        #[arg(long)]
+        host: Option<String>,
+        /// `https` (default) or `http`.
+        #[arg(long)]
+        scheme: Option<String>,
+        /// Path prefix (default `/`).
+        #[arg(long = "path")]
+        path_prefix: Option<String>,
+        /// Allowed method (repeatable; default any).
+        #[arg(long = "method")]
+        methods: Vec<String>,
+        /// Allow loopback, private and link-local addresses for this destination.
+        #[arg(long)]
+        allow_private: bool,
+        /// Header to add: `'Authorization: Bearer {secret:NAME}'` (repeatable).
+        #[arg(long)]
+        inject: Vec<String>,
+        /// Query parameter to add: `'api_key={secret:NAME}'` (repeatable).
+        #[arg(long)]
+        inject_query: Vec<String>,
+        /// HTTP basic auth: `'user:{secret:NAME}'`.
+        #[arg(long)]
+        basic_auth: Option<String>,
+        /// A secret the skill may read itself with `secrets.reveal` (repeatable; audited).
+        #[arg(long)]
+        reveal: Vec<String>,
+    },
+    /// List the grants in force (with --all, removed ones too).
+    List {
+        /// Only this skill's.
+        #[arg(long)]
+        skill: Option<String>,
+        /// Only this scope's.
+        #[arg(long)]
+        scope: Option<String>,
+        /// Removed grants too.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Remove a grant (from the next call on).
+    Rm {
+        /// The grant id (`grt_...`).
+        id: String,
+    },
+}
+
+/// Reads a secret: all of stdin when it is not a terminal (one trailing newline dropped),
+/// else a hidden prompt, asked twice when `confirm`.
+fn read_secret(prompt: &str, confirm: bool) -> Result<zeroize::Zeroizing<String>> {
+    use std::io::{IsTerminal, Read};
+    if !std::io::stdin().is_terminal() {
+        let mut value = zeroize::Zeroizing::new(String::new());
+        std::io::stdin()
+            .read_to_string(&mut value)
+            .context("reading the value from stdin")?;
+        let trimmed = value
+            .strip_suffix("\r\n")
+            .or_else(|| value.strip_suffix('\n'))
+            .unwrap_or(&value)
+            .to_owned();
+        return Ok(zeroize::Zeroizing::new(trimmed));
+    }
+    let first =
+        zeroize::Zeroizing::new(rpassword::prompt_password(prompt).context("reading the value")?);
+    if confirm {
+        let again = zeroize::Zeroizing::new(
+            rpassword::prompt_password("again: ").context("reading the value")?,
+        );
+        if *again != *first {
+            bail!("the two entries differ; nothing was changed");
+        }
+    }
+    Ok(first)
+}
+
+/// A JSON body holding a secret, in a buffer that is wiped when dropped.
+fn secret_json(fields: &[(&str, &str)]) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut out = zeroize::Zeroizing::new(Vec::new());
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // serde_json's string escaping, written straight into the wiped buffer.
+        let _ = serde_json::to_writer(&mut *out, k);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut *out, v);
+    }
+    out.push(b'}');
+    out
+}
+
+fn print_vault(v: &Value) {
+    let state = if v["sealed"].as_bool() == Some(true) {
+        format!("sealed ({})", v["reason"].as_str().unwrap_or(""))
+    } else {
+        "unsealed".to_owned()
+    };
+    println!(
+        "vault {state}; root key from {}; master key v{} (versions {})",
+        v["source"].as_str().unwrap_or("?"),
+        v["active_key"],
+        v["key_versions"]
+    );
+}
+
+/// `warden vault ...`
+pub async fn vault(t: Target, cmd: VaultCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        VaultCommand::Status => {
+            let v = c.call("GET", "/admin/v1/vault", None).await?;
+            print(t.json, &v, print_vault);
+        }
+        VaultCommand::Seal => {
+            let v = c.call("POST", "/admin/v1/vault/seal", None).await?;
+            print(t.json, &v, print_vault);
+        }
+        VaultCommand::Unseal => {
+            let status = c.call("GET", "/admin/v1/vault", None).await?;
+            let body = if status["source"] == "passphrase" {
+                let new = status["initialized"] == false;
+                let prompt = if new {
+                    "new vault passphrase (at least 12 characters): "
+                } else {
+                    "vault passphrase: "
+                };
+                let passphrase = read_secret(prompt, new)?;
+                secret_json(&[("passphrase", &passphrase)])
+            } else {
+                zeroize::Zeroizing::new(Vec::new())
+            };
+            let v = c
+                .call_raw("POST", "/admin/v1/vault/unseal", body.to_vec())
+                .await?;
+            print(t.json, &v, print_vault);
+        }
+        VaultCommand::RotateKey => {
+            let v = c.call("POST", "/admin/v1/vault/rotate-key", None).await?;
+            print(t.json, &v, |v| {
+                println!(
+                    "master key v{} now wraps every data key; retired versions {}",
+                    v["key_version"], v["retired"]
+                );
+            });
+        }
+        VaultCommand::Check => {
+            let v = c.call("GET", "/admin/v1/vault/check", None).await?;
+            print(t.json, &v, |v| {
+                println!("{} of {} secret(s) decrypt", v["readable"], v["secrets"]);
+                for p in v["unreadable"].as_array().into_iter().flatten() {
+                    println!("  unreadable: {}", p.as_str().unwrap_or(""));
+                }
+            });
+            if v["unreadable"].as_array().is_some_and(|u| !u.is_empty()) {
+                bail!("some secrets do not decrypt");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `warden secret ...`
+pub async fn secret(t: Target, cmd: SecretCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        SecretCommand::Set { path } => {
+            let value = read_secret(&format!("value of {path}: "), true)?;
+            let body = secret_json(&[("path", &path), ("value", &value)]);
+            let v = c
+                .call_raw("POST", "/admin/v1/secrets", body.to_vec())
+                .await?;
+            print(t.json, &v, |v| {
+                println!(
+                    "set {} (version {})",
+                    v["path"].as_str().unwrap_or(""),
+                    v["version"]
+                );
+            });
+        }
+        SecretCommand::List { scope, all } => {
+            let q = query_string(&[("scope", scope), ("all", all.then(|| "true".to_owned()))]);
+            let v = c
+                .call("GET", &format!("/admin/v1/secrets{q}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                for s in v["secrets"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<48} v{:<4} {:<8} updated {} by {}",
+                        s["path"].as_str().unwrap_or(""),
+                        s["version"],
+                        if s["set"] == true { "set" } else { "removed" },
+                        s["updated_at"],
+                        s["updated_by"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        SecretCommand::History { path } => {
+            let q = query_string(&[("path", Some(path))]);
+            let v = c
+                .call("GET", &format!("/admin/v1/secrets/history{q}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                for h in v["history"].as_array().into_iter().flatten() {
+                    println!(
+                        "v{:<4} {:<4} at {} by {}",
+                        h["version"],
+                        h["action"].as_str().unwrap_or(""),
+                        h["at"],
+                        h["by"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        SecretCommand::Rm { path } => {
+            let v = c
+                .call("DELETE", &format!("/admin/v1/secrets/{path}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                println!(
+                    "removed {} (version {})",
+                    v["removed"].as_str().unwrap_or(""),
+                    v["version"]
+                );
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `warden grant ...`
+pub async fn grant(t: Target, cmd: GrantCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        GrantCommand::Add {
+            skill,
+            env,
+            workspace,
+            host,
+            scheme,
+            path_prefix,
+            methods,
+            allow_private,
+            inject,
+            inject_query,
+            basic_auth,
+            reveal,
+        } => {
+            let scope = env.or(workspace).unwrap_or_default();
+            let spec = json!({
+                "skill": skill, "scope": scope, "host": host, "scheme": scheme,
+                "path_prefix": path_prefix, "methods": methods, "allow_private": allow_private,
+                "inject": inject, "inject_query": inject_query, "basic_auth": basic_auth,
+                "reveal": reveal,
+            });
+            let v = c.call("POST", "/admin/v1/grants", Some(spec)).await?;
+            print(t.json, &v, |v| {
+                println!("added {}", describe_grant(&v["grant"]));
+            });
+        }
+        GrantCommand::List { skill, scope, all } => {
+            let q = query_string(&[
+                ("skill", skill),
+                ("scope", scope),
+                ("all", all.then(|| "true".to_owned())),
+            ]);
+            let v = c.call("GET", &format!("/admin/v1/grants{q}"), None).await?;
+            print(t.json, &v, |v| {
+                println!("grants revision {}", v["revision"]);
+                for g in v["grants"].as_array().into_iter().flatten() {
+                    println!("{}", describe_grant(g));
+                }
+            });
+        }
+        GrantCommand::Rm { id } => {
+            let v = c
+                .call("DELETE", &format!("/admin/v1/grants/{id}"), None)
+                .await?;
+            print(t.json, &v, |v| {
+                println!("removed {}", describe_grant(&v["removed"]))
+            });
+        }
+    }
+    Ok(())
+}
+
+/// One line for a grant.
+fn describe_grant(g: &Value) -> String {
+    let mut line = format!(
+        "{} skill={} scope={}",
+        g["id"].as_str().unwrap_or(""),
+        g["skill"].as_str().unwrap_or(""),
+        g["scope"].as_str().unwrap_or("")
+    );
+    if let Some(e) = g["egress"].as_object() {
+        let port = e
+            .get("port")
+            .and_then(Value::as_u64)
+            .map(|p| format!(":{p}"))
+            .unwrap_or_default();
+        line.push_str(&format!(
+            " {}://{}{port}{} methods={}{}",
+            e["scheme"].as_str().unwrap_or(""),
+            e["host"].as_str().unwrap_or(""),
+            e["path_prefix"].as_str().unwrap_or(""),
+            e["methods"],
+            if e["allow_private"] == true {
+                " private-ok"
+            } else {
+                ""
+            }
+        ));
+    }
+    for i in g["inject"].as_array().into_iter().flatten() {
+        line.push_str(&format!(
+            " inject-{}={}{}",
+            i["kind"].as_str().unwrap_or(""),
+            i["name"].as_str().unwrap_or(""),
+            if i["kind"] == "basic" { "" } else { ":" }
+        ));
+        line.push_str(i["template"].as_str().unwrap_or(""));
+    }
+    if let Some(r) = g["reveal"].as_array().filter(|r| !r.is_empty()) {
+        line.push_str(&format!(" reveal={}", Value::Array(r.clone())));
+    }
+    if g["removed"].is_object() {
+        line.push_str(" (removed)");
+    }
+    line
 }

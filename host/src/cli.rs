@@ -55,6 +55,18 @@ enum Command {
         /// Benchmark mode: acknowledge calls without recording them (never in production).
         #[arg(long, hide = true)]
         unsafe_no_audit: bool,
+        /// The vault's root key file (default `<data-dir>/vault.key`, created 0600 on first
+        /// start). Ignored when the vault was created from WARDEN_VAULT_KEY or a passphrase.
+        #[arg(long, env = warden::env::VAULT_KEY_FILE)]
+        vault_key_file: Option<PathBuf>,
+        /// Create the vault with a passphrase instead of a key file: it starts sealed, and
+        /// `warden vault unseal` asks for the passphrase (the first one sets it).
+        #[arg(long)]
+        vault_passphrase: bool,
+        /// Load a local, unsigned skill component too (repeatable), as `dev_<name>__*`
+        /// tools: for trying a skill in the gateway before it is published.
+        #[arg(long = "dev-skill")]
+        dev_skills: Vec<PathBuf>,
     },
     /// Tenants, workspaces and environments (through the admin API).
     Scope {
@@ -83,6 +95,27 @@ enum Command {
         target: adminctl::Target,
         #[command(subcommand)]
         command: adminctl::PolicyCommand,
+    },
+    /// The vault: status, seal, unseal, rotate-key, check (through the admin API).
+    Vault {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::VaultCommand,
+    },
+    /// Secrets: set (from stdin or a hidden prompt), list, history, rm. Values never come back.
+    Secret {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::SecretCommand,
+    },
+    /// Grants: which skill may reach which host with which secrets, per environment.
+    Grant {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::GrantCommand,
     },
     /// The audit trail: tail, verify, usage.
     Audit {
@@ -201,7 +234,20 @@ pub fn main() -> Result<()> {
             rate_limit,
             public_url,
             unsafe_no_audit,
+            vault_key_file,
+            vault_passphrase,
+            dev_skills,
         } => rt.block_on(crate::up::up(crate::up::UpOptions {
+            dev_skills,
+            vault: warden::vault::VaultConfig {
+                key_file: vault_key_file.unwrap_or_else(|| {
+                    data_dir
+                        .clone()
+                        .unwrap_or_else(warden::datadir::default_data_dir)
+                        .join(warden::datadir::VAULT_KEY_FILE)
+                }),
+                passphrase: vault_passphrase,
+            },
             data_dir: data_dir.unwrap_or_else(warden::datadir::default_data_dir),
             listen,
             access: warden::transport::http::AccessRules {
@@ -220,6 +266,9 @@ pub fn main() -> Result<()> {
         Command::Token { target, command } => rt.block_on(adminctl::token(target, command)),
         Command::Policy { target, command } => rt.block_on(adminctl::policy(target, command)),
         Command::Audit { target, command } => rt.block_on(adminctl::audit(target, command)),
+        Command::Vault { target, command } => rt.block_on(adminctl::vault(target, command)),
+        Command::Secret { target, command } => rt.block_on(adminctl::secret(target, command)),
+        Command::Grant { target, command } => rt.block_on(adminctl::grant(target, command)),
         Command::Connect { url, token } => {
             let url: http::Uri = url.parse().context("--url is not a valid URL")?;
             rt.block_on(warden::transport::stdio::run(
@@ -275,7 +324,6 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
                 outbound: OutboundPolicy {
                     allowed_hosts: allow_hosts,
                     allow_private,
-                    injector: None,
                 },
                 ..SkillSettings::default()
             };

@@ -25,6 +25,8 @@ pub const SDK_PATH: &str = "WARDEN_SDK_PATH";
 pub const WASM_TARGET_DIR: &str = "WARDEN_WASM_TARGET_DIR";
 /// The vault's root key (base64 of 32 bytes), for a vault created in `env` mode.
 pub const VAULT_KEY: &str = "WARDEN_VAULT_KEY";
+/// The vault's root key file (`warden up --vault-key-file`).
+pub const VAULT_KEY_FILE: &str = "WARDEN_VAULT_KEY_FILE";
 /// Debug builds only: comma-separated fault injection points (`audit-commit`: every audit
 /// commit fails; `audit-change`: the transaction of every admin change fails;
 /// `vault-rotate:N`: the process aborts after N re-wrap batches of a key rotation).

@@ -52,6 +52,10 @@ pub struct UpOptions {
     pub public_url: Option<String>,
     /// Benchmark mode: do not record the audit trail.
     pub unsafe_no_audit: bool,
+    /// Where the vault's root key comes from.
+    pub vault: warden::vault::VaultConfig,
+    /// Local components to load as `dev_*` skills (development only).
+    pub dev_skills: Vec<PathBuf>,
 }
 
 fn skills_source() -> Result<PathBuf> {
@@ -120,6 +124,50 @@ async fn install_first_party(
     Ok(())
 }
 
+/// Namespace of the local components `--dev-skill` loads.
+const DEV_NAMESPACE: &str = "dev";
+
+/// Loads local, unsigned components (`warden up --dev-skill PATH`) for trying a skill in
+/// the real gateway before it is published: namespace `dev`, skill name from the file name.
+async fn install_dev_skills(
+    runtime: &Runtime,
+    store: &Store,
+    catalog: &Catalog,
+    paths: &[PathBuf],
+) -> Result<()> {
+    for path in paths {
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(|s| s.replace('_', "-"))
+            .with_context(|| format!("--dev-skill {}: no file name", path.display()))?;
+        let wasm =
+            std::fs::read(path).with_context(|| format!("--dev-skill {}", path.display()))?;
+        let skill = runtime
+            .load(&name, &wasm, SkillSettings::default())
+            .await
+            .with_context(|| format!("loading --dev-skill {}", path.display()))?;
+        catalog.install(DEV_NAMESPACE, skill.clone())?;
+        let workspaces = store
+            .skill(&name)?
+            .map_or_else(|| vec!["*".to_owned()], |r| r.workspaces);
+        store.put_skill(
+            &name,
+            &SkillRecord {
+                namespace: DEV_NAMESPACE.into(),
+                digest: skill.digest().to_owned(),
+                component: path.clone(),
+                workspaces,
+            },
+        )?;
+        eprintln!(
+            "warden: WARNING: --dev-skill {}: unsigned local component loaded as `{DEV_NAMESPACE}_{name}__*` (development only)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs the gateway until a shutdown signal.
 pub async fn up(opts: UpOptions) -> Result<()> {
     create_private_dir(&opts.data_dir)?;
@@ -137,6 +185,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         opts.rebuild_skills,
     )
     .await?;
+    install_dev_skills(&runtime, &store, &catalog, &opts.dev_skills).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -155,6 +204,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
             rate_limit: opts.rate_limit,
             audience: url.clone(),
             audit: !opts.unsafe_no_audit,
+            vault: opts.vault.clone(),
         },
     )?);
 
@@ -214,6 +264,22 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     let signals = Signals::register()?;
     println!("warden is up ({} tools)", catalog.list().len());
     println!("  data dir: {}", opts.data_dir.display());
+    match gateway.vault().status() {
+        Ok(v) if v.sealed => println!(
+            "  vault:    SEALED ({}); calls that need a secret fail until `warden vault unseal`",
+            v.reason.unwrap_or_default()
+        ),
+        Ok(v) => println!(
+            "  vault:    unsealed; root key from {}{}",
+            v.source,
+            if v.source == "file" {
+                format!(" ({})", opts.vault.key_file.display())
+            } else {
+                String::new()
+            }
+        ),
+        Err(e) => println!("  vault:    unavailable ({e})"),
+    }
     println!("  MCP URL:  {url}");
     println!(
         "  admin:    {} (policy version {}; `warden token|agent|policy|audit` use it)",

@@ -131,7 +131,7 @@ impl From<HttpError> for crate::ToolError {
 
 fn transport(code: ErrorCode) -> HttpError {
     match code {
-        ErrorCode::HttpRequestDenied => HttpError::Denied,
+        ErrorCode::HttpRequestDenied | ErrorCode::DestinationIpProhibited => HttpError::Denied,
         other => HttpError::Transport(format!("{other:?}")),
     }
 }
@@ -144,7 +144,11 @@ pub struct Request {
     headers: Vec<(String, String)>,
     body: Option<Vec<u8>>,
     max_response_bytes: usize,
+    max_redirects: u8,
 }
+
+/// Redirects [`Request::send`] follows unless told otherwise.
+pub const DEFAULT_MAX_REDIRECTS: u8 = 5;
 
 impl Request {
     /// A request with the given method and absolute `http`/`https` URL.
@@ -155,6 +159,7 @@ impl Request {
             headers: Vec::new(),
             body: None,
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            max_redirects: DEFAULT_MAX_REDIRECTS,
         }
     }
     /// A GET request.
@@ -187,8 +192,54 @@ impl Request {
         self
     }
 
-    /// Sends the request through the host and reads the whole response.
-    pub fn send(self) -> Result<Response, HttpError> {
+    /// Follows at most `n` redirects (default [`DEFAULT_MAX_REDIRECTS`]; 0 returns the
+    /// 3xx response itself).
+    pub fn max_redirects(mut self, n: u8) -> Self {
+        self.max_redirects = n;
+        self
+    }
+
+    /// Sends the request through the host and reads the whole response, following
+    /// redirects: each hop is a new request the host decides anew (a redirect to a host the
+    /// skill may not reach is refused like any other request). A 303, or a 301/302 after a
+    /// POST, continues as a GET without body; credentials the skill set itself
+    /// (`authorization`, `cookie`) are not carried to another host.
+    pub fn send(mut self) -> Result<Response, HttpError> {
+        let mut hops = 0u8;
+        loop {
+            let response = self.send_once()?;
+            let location = response.header("location").map(str::to_owned);
+            let redirect = matches!(response.status, 301 | 302 | 303 | 307 | 308);
+            let (true, Some(location)) = (redirect, location) else {
+                return Ok(response);
+            };
+            if hops >= self.max_redirects {
+                return Ok(response);
+            }
+            hops += 1;
+            let next = join(&self.url, &location)?;
+            let same_host = Url::parse(&self.url)?.authority == Url::parse(&next)?.authority;
+            if !same_host {
+                self.headers.retain(|(k, _)| {
+                    !["authorization", "cookie", "proxy-authorization"]
+                        .contains(&k.to_ascii_lowercase().as_str())
+                });
+            }
+            let to_get = response.status == 303 && self.method != Method::Head
+                || matches!(response.status, 301 | 302) && self.method == Method::Post;
+            if to_get {
+                self.method = Method::Get;
+                self.body = None;
+                self.headers.retain(|(k, _)| {
+                    !k.eq_ignore_ascii_case("content-type")
+                        && !k.eq_ignore_ascii_case("content-length")
+                });
+            }
+            self.url = next;
+        }
+    }
+
+    fn send_once(&self) -> Result<Response, HttpError> {
         let url = Url::parse(&self.url)?;
         let entries: Vec<(String, Vec<u8>)> = self
             .headers
@@ -305,6 +356,29 @@ impl Response {
     }
 }
 
+/// Resolves a `Location` against the URL it answered.
+fn join(base: &str, location: &str) -> Result<String, HttpError> {
+    let location = location.trim();
+    let lower = location.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(location.to_owned());
+    }
+    let (scheme, rest) = base
+        .split_once("://")
+        .ok_or_else(|| HttpError::InvalidRequest("bad base URL".into()))?;
+    if let Some(rest_of_location) = location.strip_prefix("//") {
+        return Ok(format!("{scheme}://{rest_of_location}"));
+    }
+    let rest = rest.split(['#', '?']).next().unwrap_or_default();
+    let split = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if location.starts_with('/') {
+        return Ok(format!("{scheme}://{authority}{location}"));
+    }
+    let dir = path.rfind('/').map_or("/", |i| &path[..=i]);
+    Ok(format!("{scheme}://{authority}{dir}{location}"))
+}
+
 /// The parts of an absolute URL that `wasi:http` needs.
 struct Url {
     scheme: Scheme,
@@ -360,6 +434,21 @@ mod tests {
         assert_eq!(u.path_with_query, "/?x=1");
         let u = Url::parse("http://h").unwrap();
         assert_eq!(u.path_with_query, "/");
+    }
+
+    #[test]
+    fn redirect_targets() {
+        let base = "https://a.example/v1/items?page=2";
+        assert_eq!(
+            join(base, "https://b.example/x").unwrap(),
+            "https://b.example/x"
+        );
+        assert_eq!(join(base, "//c.example/y").unwrap(), "https://c.example/y");
+        assert_eq!(join(base, "/root").unwrap(), "https://a.example/root");
+        assert_eq!(
+            join(base, "next?page=3").unwrap(),
+            "https://a.example/v1/next?page=3"
+        );
     }
 
     #[test]

@@ -664,6 +664,10 @@ impl InProcess {
                     rate_limit: 0,
                     audience: format!("http://{addr}/mcp"),
                     audit: true,
+                    vault: warden::vault::VaultConfig {
+                        key_file: dir.path().join("vault.key"),
+                        passphrase: false,
+                    },
                 },
             )
             .unwrap(),

@@ -288,6 +288,7 @@ async fn warm_instances_are_reused_only_within_an_isolation_key() {
     .await;
     let tenant = |k: &str| CallContext {
         isolation_key: k.into(),
+        capabilities: None,
     };
     let count = |k: &'static str| {
         let skill = skill.clone();

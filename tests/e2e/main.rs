@@ -16,3 +16,4 @@ mod hostile;
 mod policy;
 mod skills;
 mod support;
+mod vault;

@@ -237,7 +237,6 @@ fn allow(addr: std::net::SocketAddr, allow_private: bool) -> SkillSettings {
         outbound: OutboundPolicy {
             allowed_hosts: vec![addr.to_string()],
             allow_private,
-            injector: None,
         },
         ..SkillSettings::default()
     }

@@ -58,9 +58,36 @@ pub struct AuditRecord {
     pub latency_us: u64,
     /// Fuel consumed, when metered.
     pub fuel: Option<u64>,
+    /// Outbound requests, injected credentials and revealed secrets of a tool call,
+    /// allowed or refused (hosts, grant ids and secret names; never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<CapabilityUse>,
+    /// Uses beyond those kept in `capabilities`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub capabilities_dropped: u64,
     /// MAC of the previous record. Assigned by the writer.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev: String,
+}
+
+/// One use (or refused use) of a grant during a tool call.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapabilityUse {
+    /// `egress`, `inject` or `reveal`.
+    pub kind: String,
+    /// `METHOD scheme://host:port/path` for egress; the secret's name for a reveal.
+    pub target: String,
+    /// `allowed` or `denied`.
+    pub decision: String,
+    /// The grant that allowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+    /// Secrets injected or revealed (names).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<String>,
+    /// Why it was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -241,6 +268,23 @@ impl AuditRecord {
         for list in [&mut self.policies, &mut self.reasons] {
             list.truncate(MAX_LIST);
             list.iter_mut().for_each(cap);
+        }
+        self.capabilities.truncate(MAX_LIST);
+        for u in &mut self.capabilities {
+            for field in [
+                Some(&mut u.kind),
+                Some(&mut u.target),
+                Some(&mut u.decision),
+                u.grant.as_mut(),
+                u.reason.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                cap(field);
+            }
+            u.secrets.truncate(MAX_LIST);
+            u.secrets.iter_mut().for_each(cap);
         }
         if let Some(args) = &self.arguments {
             let len = args.to_string().len();

@@ -27,8 +27,10 @@ use crate::audit::{Outcome, PendingRecord, digest, redact};
 use crate::auth::{self, AuthError, Principal};
 use crate::policy::{Circumstances, Decision};
 use crate::runtime::{CallContext, CallError, TrapKind};
+use crate::vault::grants::CallGrants;
 use serde_json::{Map, Value};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// What a transport learned of the caller's credentials.
 #[derive(Debug, Clone, Copy, Default)]
@@ -142,6 +144,19 @@ pub fn public_failure(e: &CallError, correlation: &str) -> String {
         CallError::UnknownTool(_) | CallError::Unavailable(_) | CallError::BadResult(_) => {
             format!("the tool failed (ref {correlation})")
         }
+    }
+}
+
+/// Masks the secrets a call used in every message its error carries.
+fn mask_error(caps: &CallGrants, e: &mut CallError) {
+    match e {
+        CallError::InvalidArguments(m)
+        | CallError::Tool { message: m, .. }
+        | CallError::Trap(TrapKind::Panic(m) | TrapKind::Other(m))
+        | CallError::Unavailable(m)
+        | CallError::BadResult(m)
+        | CallError::UnknownTool(m) => caps.mask_string(m),
+        CallError::Trap(_) | CallError::Busy => {}
     }
 }
 
@@ -329,12 +344,32 @@ impl Gateway {
                 }
             }
         }
+        // What the call may reach: the skill's grants in the caller's environment.
+        let env = caller.agent.rsplit_once('/').map_or("", |(env, _)| env);
+        let grants = match self.grants.for_call(entry.skill.name(), env) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "grants could not be read; refusing call");
+                record.record().error_class = Some("store".into());
+                self.finish(record, Outcome::Error).await?;
+                return Err(Refusal::StoreUnavailable);
+            }
+        };
+        let caps = Arc::new(CallGrants::new(
+            grants,
+            self.vault.clone(),
+            entry.skill.name(),
+            env,
+        ));
         let ctx = CallContext {
             isolation_key: caller.agent.clone(),
+            capabilities: Some(caps.clone()),
         };
-        let (reply, outcome) = match entry.skill.call(&entry.tool().name, &arguments, &ctx).await {
-            Ok(done) => {
+        let result = entry.skill.call(&entry.tool().name, &arguments, &ctx).await;
+        let (reply, outcome) = match result {
+            Ok(mut done) => {
                 record.record().fuel = done.fuel_consumed;
+                caps.mask_value(&mut done.value);
                 let text = match &done.value {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
@@ -347,7 +382,8 @@ impl Gateway {
                 };
                 (reply, Outcome::Ok)
             }
-            Err(e) => {
+            Err(mut e) => {
+                mask_error(&caps, &mut e);
                 let outcome = match &e {
                     CallError::Trap(_) => Outcome::Trap,
                     CallError::InvalidArguments(_) | CallError::Tool { .. } => Outcome::ToolError,
@@ -357,9 +393,25 @@ impl Gateway {
                 if outcome != Outcome::ToolError {
                     tracing::warn!(tool = %name, id = %record.id(), error = %e, "tool call failed");
                 }
-                (ToolReply::failure(public_failure(&e, record.id())), outcome)
+                let mut text = public_failure(&e, record.id());
+                // What warden refused during the call explains a failure the skill may
+                // only know as "denied".
+                for refusal in caps.refusals().iter().take(4) {
+                    text.push_str("\nwarden refused ");
+                    text.push_str(refusal);
+                }
+                (ToolReply::failure(text), outcome)
             }
         };
+        let (uses, dropped) = caps.take_events();
+        {
+            let r = record.record();
+            r.capabilities = uses;
+            r.capabilities_dropped = dropped as u64;
+            if let Some(args) = r.arguments.as_mut() {
+                caps.mask_value(args);
+            }
+        }
         // Acknowledge only once the record is durable; otherwise withhold the result.
         self.finish(record, outcome).await?;
         Ok(reply)

@@ -229,6 +229,8 @@ pub struct GatewayOptions {
     pub audience: String,
     /// Record the audit trail (false only to benchmark its cost).
     pub audit: bool,
+    /// Where the vault's root key comes from.
+    pub vault: crate::vault::VaultConfig,
 }
 
 /// Shared gateway state: catalog, store, policy, audit and rate limits. Private: reached
@@ -258,6 +260,10 @@ pub struct Gateway {
     installs: RwLock<std::collections::HashMap<String, Vec<String>>>,
     policy: RwLock<Arc<ActivePolicy>>,
     in_flight: std::sync::atomic::AtomicUsize,
+    /// Secrets, encrypted in the store.
+    vault: Arc<crate::vault::Vault>,
+    /// The grants in force.
+    grants: crate::vault::grants::Grants,
 }
 
 /// Which agent opened each MCP session (2025-11-25 sessions), so a session id is only
@@ -468,7 +474,10 @@ impl Gateway {
             audit.disable_for_benchmarks();
         }
         let audit = Arc::new(audit);
+        let vault = Arc::new(crate::vault::Vault::open(store.clone(), options.vault)?);
         Ok(Self {
+            vault,
+            grants: crate::vault::grants::Grants::new(store.clone()),
             catalog,
             store,
             audit,
@@ -493,6 +502,11 @@ impl Gateway {
     /// The store.
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// The vault.
+    pub fn vault(&self) -> &Arc<crate::vault::Vault> {
+        &self.vault
     }
 
     /// The audit trail.

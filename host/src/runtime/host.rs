@@ -5,25 +5,27 @@
 //! - Plain WASI is deny-by-default: no environment, arguments, preopened directories or
 //!   stdin; stdout/stderr are discarded; TCP, UDP and name lookup are disabled. Only clocks
 //!   and randomness (which Rust's `std` needs) are provided.
-//! - `secrets.reveal` answers `denied` unless a grant exists (grants arrive with the vault).
-//! - Every outbound HTTP request passes [`OutboundPolicy`] before any connection is made:
-//!   deny unless the host is allow-listed; private, loopback and link-local destinations are
-//!   refused unless explicitly allowed, including names that resolve to them. Credential
-//!   injection hooks in after the decision ([`CredentialInjector`]).
+//! - What a call may reach is its [`Capabilities`]: the call's own (built by the gateway
+//!   from the grants in force) or, without one, the skill's static [`OutboundPolicy`]
+//!   (which allows listed hosts and never hands out a secret). `secrets.reveal` answers
+//!   `denied` unless they grant the secret; every outbound request goes through
+//!   [`super::egress`] (decision, address check, injection, connection).
+//! - An instance that was given a secret is never reused for another call.
 //! - A guest can neither flood the host log nor grow host memory through it: records are
-//!   size-capped and counted per call.
+//!   size-capped and counted per call; secrets the call used are masked in them.
 //!
 //! Threat: a hostile or compromised skill trying to reach the filesystem, the network, the
 //! environment, other skills' secrets or the host's own log pipeline.
 
 use super::bindings::warden::skill::{log, secrets, types};
-use std::net::IpAddr;
+use super::egress::{Capabilities, Destination, RevealRefusal, Route};
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, StoreLimits};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpHooks, WasiHttpView};
+use zeroize::Zeroizing;
 
 /// Log records a guest may emit per call; later ones are counted and dropped.
 const LOG_RECORDS_PER_CALL: u32 = 256;
@@ -34,15 +36,8 @@ const LOG_FIELDS_MAX: usize = 16;
 /// Longest field key or value kept, in bytes.
 const LOG_FIELD_MAX: usize = 256;
 
-/// Adds credentials to an outbound request that policy has allowed. The vault implements
-/// this; until then no injector is installed and requests leave as the skill built them.
-pub trait CredentialInjector: Send + Sync {
-    /// Mutates the request (typically adds an `authorization` header) or refuses it.
-    fn inject(&self, skill: &str, request: &mut http::request::Parts) -> Result<(), String>;
-}
-
 /// Which outbound HTTP requests a skill may make. The default allows nothing.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct OutboundPolicy {
     /// Hosts the skill may call: `api.example.com`, `api.example.com:8443`, or
     /// `*.example.com` (any subdomain, any port unless given).
@@ -50,18 +45,30 @@ pub struct OutboundPolicy {
     /// Allow destinations in loopback, private, link-local and other non-public ranges.
     /// Off by default: it is how a skill would reach cloud metadata or internal services.
     pub allow_private: bool,
-    /// Adds credentials to allowed requests.
-    pub injector: Option<Arc<dyn CredentialInjector>>,
 }
 
-impl std::fmt::Debug for OutboundPolicy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutboundPolicy")
-            .field("allowed_hosts", &self.allowed_hosts)
-            .field("allow_private", &self.allow_private)
-            .field("injector", &self.injector.is_some())
-            .finish()
+/// The static policy as a call's capabilities: listed hosts, no credentials, no secrets.
+impl Capabilities for OutboundPolicy {
+    fn route(&self, d: &Destination<'_>) -> Result<Route, String> {
+        if !self.host_allowed(d.host, d.port) {
+            return Err("host not on the skill's allow-list".into());
+        }
+        Ok(Route {
+            grant: 0,
+            allow_private: self.allow_private,
+            injects: false,
+        })
     }
+    fn inject(&self, _: &Route, _: &mut http::request::Parts) -> Result<(), String> {
+        Ok(())
+    }
+    fn reveal(&self, _: &str) -> Result<Zeroizing<String>, RevealRefusal> {
+        Err(RevealRefusal::Denied)
+    }
+    fn mask(&self, _: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+    fn refused(&self, _: &Destination<'_>, _: &str) {}
 }
 
 impl OutboundPolicy {
@@ -93,38 +100,6 @@ fn split_host_port(s: &str) -> (&str, Option<u16>) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
         _ => (s, None),
-    }
-}
-
-/// Addresses a skill may not reach unless `allow_private` is set: loopback, private,
-/// link-local (cloud metadata lives there), unspecified, multicast, shared and reserved ranges.
-pub fn is_non_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let o = v4.octets();
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                || v4.is_multicast()
-                || v4.is_documentation()
-                || o[0] == 0
-                || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64/10 shared address space
-                || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18/15 benchmarking
-                || o[0] >= 240
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_non_public(IpAddr::V4(v4));
-            }
-            let s = v6.segments();
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (s[0] & 0xfe00) == 0xfc00 // unique local
-                || (s[0] & 0xffc0) == 0xfe80 // link-local
-        }
     }
 }
 
@@ -182,11 +157,11 @@ impl ResourceLimiter for MemoryLimiter {
     }
 }
 
-/// The outbound HTTP hook: policy decision, then credential injection, then the default
-/// sender.
+/// The outbound HTTP hook: every request goes through [`super::egress::send`] with the
+/// current call's capabilities.
 struct OutboundHooks {
     skill: Arc<str>,
-    policy: Arc<OutboundPolicy>,
+    caps: Arc<dyn Capabilities>,
 }
 
 impl WasiHttpHooks for OutboundHooks {
@@ -205,69 +180,8 @@ impl WasiHttpHooks for OutboundHooks {
     > {
         drop(fut);
         let skill = self.skill.clone();
-        let policy = self.policy.clone();
-        Box::new(async move {
-            let (mut parts, body) = request.into_parts();
-            authorize(&skill, &policy, &parts.uri).await?;
-            if let Some(injector) = &policy.injector
-                && let Err(why) = injector.inject(&skill, &mut parts)
-            {
-                tracing::warn!(skill = %skill, reason = %why, "credential injection refused request");
-                return Err(wasmtime_wasi_http::Error::HttpRequestDenied);
-            }
-            let request = http::Request::from_parts(parts, body);
-            use http_body_util::BodyExt;
-            let (res, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((
-                res.map(BodyExt::boxed_unsync),
-                Box::new(io) as Box<dyn Future<Output = _> + Send>,
-            ))
-        })
-    }
-}
-
-/// The policy decision for one outbound request. Refusals are logged (without the query
-/// string, which may carry data) and reach the guest as `HttpRequestDenied`.
-async fn authorize(
-    skill: &str,
-    policy: &OutboundPolicy,
-    uri: &http::Uri,
-) -> Result<(), wasmtime_wasi_http::Error> {
-    let deny = |why: &str| {
-        tracing::info!(skill = %skill, host = ?uri.host(), reason = why, "outbound request denied");
-        Err(wasmtime_wasi_http::Error::HttpRequestDenied)
-    };
-    let Some(host) = uri.host() else {
-        return deny("no host");
-    };
-    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    if !policy.host_allowed(host, port) {
-        return deny("host not on the skill's allow-list");
-    }
-    if policy.allow_private {
-        return Ok(());
-    }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return if is_non_public(ip) {
-            deny("non-public address")
-        } else {
-            Ok(())
-        };
-    }
-    match tokio::net::lookup_host((bare, port)).await {
-        Ok(addrs) => {
-            let addrs: Vec<_> = addrs.collect();
-            if addrs.is_empty() {
-                return Err(wasmtime_wasi_http::Error::DestinationNotFound);
-            }
-            if addrs.iter().any(|a| is_non_public(a.ip())) {
-                return deny("name resolves to a non-public address");
-            }
-            Ok(())
-        }
-        Err(_) => Err(wasmtime_wasi_http::Error::DestinationNotFound),
+        let caps = self.caps.clone();
+        Box::new(async move { super::egress::send(&skill, &caps, request, options).await })
     }
 }
 
@@ -279,8 +193,12 @@ pub struct SkillState {
     hooks: OutboundHooks,
     pub(crate) limiter: MemoryLimiter,
     skill: Arc<str>,
+    /// The skill's own capabilities (its static policy), used when a call brings none.
+    default_caps: Arc<dyn Capabilities>,
     log_records: u32,
     log_dropped: u32,
+    /// Whether this instance was given a secret (it is then never reused).
+    pub(crate) tainted: bool,
     /// The last panic message the guest reported (through the SDK's panic hook).
     pub(crate) panic_message: Option<String>,
     /// When the current call must end.
@@ -289,6 +207,7 @@ pub struct SkillState {
 
 impl SkillState {
     pub fn new(skill: Arc<str>, policy: Arc<OutboundPolicy>, memory_bytes: usize) -> Self {
+        let default_caps: Arc<dyn Capabilities> = policy;
         let wasi = WasiCtx::builder()
             .allow_tcp(false)
             .allow_udp(false)
@@ -300,19 +219,23 @@ impl SkillState {
             table: ResourceTable::new(),
             hooks: OutboundHooks {
                 skill: skill.clone(),
-                policy,
+                caps: default_caps.clone(),
             },
             limiter: MemoryLimiter::new(memory_bytes),
             skill,
+            default_caps,
             log_records: 0,
             log_dropped: 0,
+            tainted: false,
             panic_message: None,
             deadline: Instant::now(),
         }
     }
 
-    /// Resets per-call bookkeeping before a warm instance serves another call.
-    pub fn begin_call(&mut self, deadline: Instant) {
+    /// Resets per-call bookkeeping before an instance serves a call, with the call's
+    /// capabilities (or the skill's static policy when it brings none).
+    pub fn begin_call(&mut self, deadline: Instant, caps: Option<Arc<dyn Capabilities>>) {
+        self.hooks.caps = caps.unwrap_or_else(|| self.default_caps.clone());
         self.deadline = deadline;
         self.log_records = 0;
         self.log_dropped = 0;
@@ -369,6 +292,10 @@ impl log::Host for SkillState {
     ) -> wasmtime::Result<()> {
         let is_panic = fields.iter().any(|(k, v)| k == "panic" && v == "true");
         if is_panic {
+            let message = self.hooks.caps.mask(message.as_bytes()).map_or_else(
+                || message.clone(),
+                |m| String::from_utf8_lossy(&m).into_owned(),
+            );
             self.panic_message = Some(truncate(&message, LOG_MESSAGE_MAX).to_owned());
         }
         if self.log_records >= LOG_RECORDS_PER_CALL {
@@ -376,11 +303,24 @@ impl log::Host for SkillState {
             return Ok(());
         }
         self.log_records += 1;
+        let caps = &self.hooks.caps;
+        let clean = |s: &str| -> String {
+            caps.mask(s.as_bytes()).map_or_else(
+                || s.to_owned(),
+                |m| String::from_utf8_lossy(&m).into_owned(),
+            )
+        };
+        let message = clean(&message);
         let message = truncate(&message, LOG_MESSAGE_MAX);
-        let fields: Vec<(&str, &str)> = fields
+        let fields: Vec<(String, String)> = fields
             .iter()
             .take(LOG_FIELDS_MAX)
-            .map(|(k, v)| (truncate(k, LOG_FIELD_MAX), truncate(v, LOG_FIELD_MAX)))
+            .map(|(k, v)| {
+                (
+                    truncate(&clean(k), LOG_FIELD_MAX).to_owned(),
+                    truncate(&clean(v), LOG_FIELD_MAX).to_owned(),
+                )
+            })
             .collect();
         let skill = &*self.skill;
         match level {
@@ -406,8 +346,19 @@ impl log::Host for SkillState {
 
 impl secrets::Host for SkillState {
     fn reveal(&mut self, name: String) -> wasmtime::Result<Result<String, secrets::SecretError>> {
-        tracing::info!(skill = %self.skill, secret = %truncate(&name, LOG_FIELD_MAX), "secret reveal denied: no grant");
-        Ok(Err(secrets::SecretError::Denied))
+        let name = truncate(&name, LOG_FIELD_MAX);
+        match self.hooks.caps.reveal(name) {
+            Ok(value) => {
+                self.tainted = true;
+                tracing::info!(skill = %self.skill, secret = %name, "secret revealed to the skill");
+                Ok(Ok(value.as_str().to_owned()))
+            }
+            Err(RevealRefusal::NotFound) => Ok(Err(secrets::SecretError::NotFound)),
+            Err(RevealRefusal::Denied) => {
+                tracing::info!(skill = %self.skill, secret = %name, "secret reveal denied");
+                Ok(Err(secrets::SecretError::Denied))
+            }
+        }
     }
 }
 
@@ -437,28 +388,5 @@ mod tests {
         assert!(!p.host_allowed("127.0.0.1", 8081));
         assert!(p.host_allowed("::1", 9000));
         assert!(!OutboundPolicy::default().host_allowed("api.example.com", 443));
-    }
-
-    #[test]
-    fn non_public_ranges() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "0.0.0.0",
-            "100.64.0.1",
-            "::1",
-            "fe80::1",
-            "fd00::1",
-            "::ffff:127.0.0.1",
-            "255.255.255.255",
-        ] {
-            assert!(is_non_public(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["1.1.1.1", "93.184.216.34", "2606:4700::1111"] {
-            assert!(!is_non_public(ip.parse().unwrap()), "{ip}");
-        }
     }
 }

@@ -21,11 +21,14 @@
 mod bindings;
 pub(crate) mod cache;
 pub mod contract;
+mod egress;
 mod host;
 
 pub use cache::{ArtifactCache, CacheError};
 pub use contract::{Annotations, ContractError, ToolInfo};
-pub use host::{CredentialInjector, OutboundPolicy, is_non_public};
+pub use egress::is_non_public;
+pub use egress::{Capabilities, Destination, MASKED_BODY_MAX, RevealRefusal, Route};
+pub use host::OutboundPolicy;
 
 use bindings::{Skill as SkillBindings, SkillPre};
 use host::SkillState;
@@ -123,11 +126,22 @@ pub struct SkillSettings {
 }
 
 /// Per-call context.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct CallContext {
     /// Warm instances are only reused between calls with the same key. Callers put the
     /// tenant and the grants that shaped the instance in it.
     pub isolation_key: String,
+    /// What the call may reach (grants, secrets); `None`: the skill's static policy.
+    pub capabilities: Option<Arc<dyn Capabilities>>,
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("isolation_key", &self.isolation_key)
+            .field("capabilities", &self.capabilities.is_some())
+            .finish()
+    }
 }
 
 /// Why a component could not be loaded.
@@ -528,15 +542,20 @@ fn new_store(
             Ok(UpdateDeadline::Yield(1))
         }
     });
-    arm(&mut store, limits, fuel);
+    arm(&mut store, limits, fuel, None);
     store
 }
 
-/// Sets the deadline and fuel budget for the next call on `store`.
-fn arm(store: &mut Store<SkillState>, limits: &SkillLimits, fuel: bool) {
+/// Sets the deadline, fuel budget and capabilities for the next call on `store`.
+fn arm(
+    store: &mut Store<SkillState>,
+    limits: &SkillLimits,
+    fuel: bool,
+    caps: Option<Arc<dyn Capabilities>>,
+) {
     store
         .data_mut()
-        .begin_call(Instant::now() + limits.deadline);
+        .begin_call(Instant::now() + limits.deadline, caps);
     store.set_epoch_deadline(1);
     if fuel {
         // Cannot fail: fuel is enabled on this engine.
@@ -670,9 +689,9 @@ impl Skill {
         // execution, so epoch interruption alone cannot end it: bound the whole call too.
         let run = async {
             if self.inner.settings.warm {
-                self.invoke_warm(tool, &arguments, &ctx.isolation_key).await
+                self.invoke_warm(tool, &arguments, ctx).await
             } else {
-                self.invoke_fresh(tool, &arguments).await
+                self.invoke_fresh(tool, &arguments, ctx).await
             }
         };
         let (invocation, fuel_consumed) = match tokio::time::timeout(limits.deadline, run).await {
@@ -751,14 +770,23 @@ impl Skill {
         }
     }
 
-    fn new_store(&self) -> Store<SkillState> {
-        new_store(
+    fn new_store(&self, ctx: &CallContext) -> Store<SkillState> {
+        let mut store = new_store(
             &self.inner.runtime.engine,
             &self.inner.name,
             &self.inner.outbound,
             &self.inner.settings.limits,
             self.inner.runtime.config.fuel,
-        )
+        );
+        if ctx.capabilities.is_some() {
+            arm(
+                &mut store,
+                &self.inner.settings.limits,
+                self.inner.runtime.config.fuel,
+                ctx.capabilities.clone(),
+            );
+        }
+        store
     }
 
     async fn instantiate(&self, store: &mut Store<SkillState>) -> Result<SkillBindings, CallError> {
@@ -789,9 +817,10 @@ impl Skill {
         &self,
         tool: &str,
         arguments: &str,
+        ctx: &CallContext,
     ) -> Result<(Invocation, Option<u64>), CallError> {
         let _slot = self.slot().await?;
-        let mut store = self.new_store();
+        let mut store = self.new_store(ctx);
         let instance = match self.instantiate(&mut store).await {
             Err(CallError::Trap(kind)) => return Ok((Invocation::Trapped(kind), None)),
             other => other?,
@@ -807,8 +836,9 @@ impl Skill {
         &self,
         tool: &str,
         arguments: &str,
-        key: &str,
+        ctx: &CallContext,
     ) -> Result<(Invocation, Option<u64>), CallError> {
+        let key = ctx.isolation_key.as_str();
         let reused = lock(&self.inner.warm).get_mut(key).and_then(Vec::pop);
         let mut warm = match reused {
             Some(mut w) => {
@@ -816,12 +846,13 @@ impl Skill {
                     &mut w.store,
                     &self.inner.settings.limits,
                     self.inner.runtime.config.fuel,
+                    ctx.capabilities.clone(),
                 );
                 w
             }
             None => {
                 let slot = self.slot().await?;
-                let mut store = self.new_store();
+                let mut store = self.new_store(ctx);
                 let instance = match self.instantiate(&mut store).await {
                     Err(CallError::Trap(kind)) => return Ok((Invocation::Trapped(kind), None)),
                     other => other?,
@@ -839,7 +870,8 @@ impl Skill {
             .call_call(&mut warm.store, tool, arguments)
             .await;
         let outcome = self.finish(&mut warm.store, result);
-        if matches!(outcome.0, Invocation::Returned(_)) {
+        // An instance that held a secret is never reused: its memory may still hold it.
+        if matches!(outcome.0, Invocation::Returned(_)) && !warm.store.data().tainted {
             let mut pool = lock(&self.inner.warm);
             let idle = pool.entry(key.to_owned()).or_default();
             if idle.len() < self.inner.settings.limits.max_concurrency {

@@ -48,6 +48,28 @@ fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     for engine in [&STANDARD, &STANDARD_NO_PAD, &URL_SAFE, &URL_SAFE_NO_PAD] {
         add(engine.encode(value).into_bytes());
     }
+    // Base64 of a longer text that holds the value (`user:password` in basic auth, a
+    // token inside a JSON document): at each of the three byte alignments, the characters
+    // that encode only the value's bits are the same whatever surrounds it.
+    for offset in 0..3usize {
+        let mut padded = Zeroizing::new(vec![0u8; offset]);
+        padded.extend_from_slice(value);
+        let encoded = Zeroizing::new(STANDARD_NO_PAD.encode(padded.as_slice()));
+        let start = (offset * 8).div_ceil(6);
+        let end = (padded.len() * 8) / 6;
+        if end > start + MIN_SECRET_LEN {
+            let core = &encoded.as_bytes()[start..end];
+            add(core.to_vec());
+            add(core
+                .iter()
+                .map(|b| match b {
+                    b'+' => b'-',
+                    b'/' => b'_',
+                    other => *other,
+                })
+                .collect());
+        }
+    }
     let hex_lower = Zeroizing::new(value.iter().map(|b| format!("{b:02x}")).collect::<String>());
     add(hex_lower.to_ascii_uppercase().into_bytes());
     add(hex_lower.as_bytes().to_vec());
@@ -211,6 +233,12 @@ mod tests {
             assert_eq!(masked, "before [masked:stripe_key] after", "{form}");
         }
         assert_eq!(m.mask_str("nothing here"), None);
+        // Inside the base64 of a longer text, at every alignment.
+        for prefix in ["", "u:", "us:", "use:"] {
+            let text = STANDARD.encode(format!("{prefix}{secret}!"));
+            let masked = m.mask_str(&text).unwrap();
+            assert!(masked.contains("[masked:stripe_key]"), "{prefix}: {masked}");
+        }
         let mut v = serde_json::json!({"a": [secret, {"k": format!("x{secret}y")}], secret: 1});
         m.mask_value(&mut v);
         let text = v.to_string();

@@ -25,6 +25,7 @@
 //! scopes, tampering, and crashes during a write or a rotation.
 
 pub mod crypto;
+pub mod grants;
 pub mod mask;
 
 use crate::identity::valid_segment;

@@ -1,9 +1,11 @@
 //! First-party skill `http`: generic HTTP and JSON requests.
 //!
-//! Every request leaves through the host's outbound policy: the operator allow-lists hosts
-//! per skill, private and metadata addresses are refused unless allowed, and credentials for
-//! allowed hosts are added by the host, never by this skill (so an agent can use an API
-//! without the key ever reaching the sandbox or the model).
+//! Every request leaves through the host: it reaches only hosts an operator granted this
+//! skill in the caller's environment (`warden grant add http --env ... --host ...`),
+//! private and metadata addresses are refused unless the grant allows them, and the
+//! credentials a grant names are added by the host, never by this skill (so an agent can
+//! use an API without the key ever reaching the sandbox or the model). Redirects are
+//! followed hop by hop, each decided anew.
 
 use std::collections::BTreeMap;
 use warden_sdk::http::{Method, Request};
@@ -31,6 +33,8 @@ struct RequestArgs {
     /// Largest response body to accept, in bytes (default 1 MiB).
     #[schemars(range(min = 1, max = 16777216))]
     max_bytes: Option<usize>,
+    /// Follow redirects (default true; each hop is decided by warden like any request).
+    follow_redirects: Option<bool>,
 }
 
 fn default_method() -> String {
@@ -58,6 +62,9 @@ fn request(args: RequestArgs) -> Result<HttpResponse, ToolError> {
     let method = Method::parse(&args.method)?;
     let mut req = Request::new(method, args.url)
         .max_response_bytes(args.max_bytes.unwrap_or(DEFAULT_MAX_BYTES));
+    if args.follow_redirects == Some(false) {
+        req = req.max_redirects(0);
+    }
     for (name, value) in args.headers {
         req = req.header(name, value);
     }
