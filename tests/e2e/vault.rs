@@ -455,6 +455,34 @@ fn secrets_are_injected_denied_where_not_granted_and_never_leak() {
         v["revealed"], "not revealed: secret access denied",
         "{text}"
     );
+    // Another skill's secret (granted to `http` for injection only) and another
+    // environment's grant: denied too.
+    ok(warden_stdin(
+        d,
+        &["secret", "set", "acme/core/prod/http_only"],
+        OTHER,
+    ));
+    grant_local(
+        d,
+        "http",
+        &host,
+        "/other",
+        &["--inject", "X-Key: {secret:http_only}"],
+    );
+    for (token, secret) in [(&prod, "http_only"), (&dev, "stripe_key")] {
+        let (_, text) = tool(
+            &up.addr,
+            token,
+            leak,
+            json!({ "secret": secret }),
+            &mut seen,
+        );
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v["revealed"], "not revealed: secret access denied",
+            "{secret}: {text}"
+        );
+    }
 
     // Denials, each a clear error.
     let denied = |token: &str, url: String, why: &str, seen: &mut Vec<u8>| {

@@ -1,8 +1,11 @@
-//! The vault's cryptography: 256-bit keys that wipe themselves, XChaCha20-Poly1305 sealing
-//! with associated data, and the Argon2id derivation of a root key from a passphrase.
+//! The vault's cryptography: 256-bit keys that wipe themselves, AES-256-GCM sealing with
+//! associated data, and the Argon2id derivation of a root key from a passphrase.
 //!
-//! Invariants: every sealed blob is `nonce (24 random bytes) || ciphertext || tag`; nonces
-//! are drawn from the OS for every seal (192-bit nonces make random choice safe); the
+//! Invariants: every sealed blob is `nonce (12 random bytes) || ciphertext || tag`; nonces
+//! are drawn from the OS for every seal. Random 96-bit nonces are safe while a key seals
+//! far fewer than 2^32 messages: a data key seals exactly one value, a master key version
+//! one data key per secret version (rotation starts a new one), the root key one entry per
+//! master key version; the
 //! associated data is built by [`aad`] from length-prefixed parts behind a domain label,
 //! so no two different contexts produce the same bytes; key bytes and opened plaintexts
 //! live in [`Zeroizing`] buffers and are wiped when dropped; nothing here formats a key or
@@ -11,14 +14,14 @@
 //! Threat: a ciphertext moved to another secret or scope, flipped bytes, and key material
 //! lingering in memory or leaking through Debug output.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
 use zeroize::Zeroizing;
 
 /// Bytes of a key.
 pub const KEY_LEN: usize = 32;
 /// Bytes of a nonce.
-const NONCE_LEN: usize = 24;
+const NONCE_LEN: usize = 12;
 
 /// Why sealing or opening failed. Never carries key or plaintext bytes.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -68,8 +71,8 @@ impl Key {
         &self.0
     }
 
-    fn cipher(&self) -> XChaCha20Poly1305 {
-        XChaCha20Poly1305::new(self.0.as_ref().into())
+    fn cipher(&self) -> Aes256Gcm {
+        Aes256Gcm::new(self.0.as_ref().into())
     }
 
     /// Seals `plaintext` bound to `aad`.
@@ -79,7 +82,7 @@ impl Key {
         let sealed = self
             .cipher()
             .encrypt(
-                XNonce::from_slice(&nonce),
+                Nonce::from_slice(&nonce),
                 Payload {
                     msg: plaintext,
                     aad,
@@ -99,7 +102,7 @@ impl Key {
         }
         let (nonce, body) = sealed.split_at(NONCE_LEN);
         self.cipher()
-            .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: body, aad })
             .map(Zeroizing::new)
             .map_err(|_| CryptoError::Unauthentic)
     }

@@ -70,13 +70,36 @@ fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
                 .collect());
         }
     }
-    let hex_lower = Zeroizing::new(value.iter().map(|b| format!("{b:02x}")).collect::<String>());
-    add(hex_lower.to_ascii_uppercase().into_bytes());
-    add(hex_lower.as_bytes().to_vec());
+    for digits in [b"0123456789abcdef", b"0123456789ABCDEF"] {
+        let mut hex = Vec::with_capacity(value.len() * 2);
+        for b in value {
+            hex.push(digits[usize::from(b >> 4)]);
+            hex.push(digits[usize::from(b & 0x0f)]);
+        }
+        add(hex);
+    }
     if let Ok(text) = std::str::from_utf8(value) {
-        for set in [NON_ALPHANUMERIC, UNRESERVED, JS_COMPONENT, PYTHON_QUOTE] {
+        // Each escaping set only where the value has a character that set treats apart
+        // (a value of letters and digits is its own percent-encoding).
+        let has = |chars: &[u8]| text.bytes().any(|b| chars.contains(&b));
+        let mut sets: Vec<&AsciiSet> = Vec::new();
+        if !text.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            sets.push(NON_ALPHANUMERIC);
+            if has(b"-._~") {
+                sets.push(UNRESERVED);
+            }
+            if has(b"-._~!*'()") {
+                sets.push(JS_COMPONENT);
+            }
+            if has(b"-._~/") {
+                sets.push(PYTHON_QUOTE);
+            }
+        }
+        for set in sets {
             let pct = Zeroizing::new(utf8_percent_encode(text, set).to_string());
-            add(lower_percent(&pct).into_bytes());
+            if pct.bytes().any(|b| (b'A'..=b'F').contains(&b)) {
+                add(lower_percent(&pct).into_bytes());
+            }
             add(pct.as_bytes().to_vec());
             if text.contains(' ') {
                 let form = pct.replace("%20", "+");
@@ -84,7 +107,11 @@ fn encodings(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
                 add(form.into_bytes());
             }
         }
-        if let Ok(json) = serde_json::to_string(text) {
+        if text
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b))
+            && let Ok(json) = serde_json::to_string(text)
+        {
             add(json.as_bytes()[1..json.len() - 1].to_vec());
         }
     }
@@ -113,7 +140,7 @@ fn lower_percent(s: &str) -> String {
 #[derive(Default)]
 pub struct Masker {
     /// (pattern, replacement), longest pattern first.
-    patterns: Vec<(Zeroizing<Vec<u8>>, String)>,
+    patterns: Vec<(Zeroizing<Vec<u8>>, std::sync::Arc<str>)>,
 }
 
 impl std::fmt::Debug for Masker {
@@ -125,7 +152,11 @@ impl std::fmt::Debug for Masker {
 impl Masker {
     /// Adds `value` (and its encodings), to be replaced by `[masked:<label>]`.
     pub fn add(&mut self, label: &str, value: &[u8]) {
-        let replacement = format!("[masked:{label}]");
+        // The same value again (a secret injected twice in one call): nothing new.
+        if self.patterns.iter().any(|(p, _)| **p == *value) {
+            return;
+        }
+        let replacement: std::sync::Arc<str> = format!("[masked:{label}]").into();
         for pattern in encodings(value) {
             if !self.patterns.iter().any(|(p, _)| **p == *pattern) {
                 self.patterns.push((pattern, replacement.clone()));

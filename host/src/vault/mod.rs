@@ -2,7 +2,7 @@
 //! behind a root key, seal and unseal, key rotation, and the resolution of a secret name
 //! for a caller's environment.
 //!
-//! Layout (envelope encryption): each stored value is sealed (XChaCha20-Poly1305) by a data
+//! Layout (envelope encryption): each stored value is sealed (AES-256-GCM) by a data
 //! key of its own; the data key is sealed by a master key version (a keyring *term*); the
 //! terms are sealed by the root key, which comes from a key file (0600, created on first
 //! start), an environment variable, or a passphrase (Argon2id). The associated data binds a
