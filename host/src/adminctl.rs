@@ -946,7 +946,7 @@ pub async fn secret(t: Target, cmd: SecretCommand) -> Result<()> {
                         s["path"].as_str().unwrap_or(""),
                         s["version"],
                         if s["set"] == true { "set" } else { "removed" },
-                        s["updated_at"],
+                        when(&s["updated_at"]),
                         s["updated_by"].as_str().unwrap_or("")
                     );
                 }
@@ -963,7 +963,7 @@ pub async fn secret(t: Target, cmd: SecretCommand) -> Result<()> {
                         "v{:<4} {:<4} at {} by {}",
                         h["version"],
                         h["action"].as_str().unwrap_or(""),
-                        h["at"],
+                        when(&h["at"]),
                         h["by"].as_str().unwrap_or("")
                     );
                 }
@@ -1041,6 +1041,19 @@ pub async fn grant(t: Target, cmd: GrantCommand) -> Result<()> {
     Ok(())
 }
 
+/// A stored Unix time as RFC 3339.
+fn when(secs: &Value) -> String {
+    secs.as_u64().map_or_else(
+        || "-".to_owned(),
+        |s| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(s),
+            )
+            .to_string()
+        },
+    )
+}
+
 /// One line for a grant.
 fn describe_grant(g: &Value) -> String {
     let mut line = format!(
@@ -1055,12 +1068,24 @@ fn describe_grant(g: &Value) -> String {
             .and_then(Value::as_u64)
             .map(|p| format!(":{p}"))
             .unwrap_or_default();
+        let methods = e["methods"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+            .map_or_else(
+                || "any".to_owned(),
+                |m| {
+                    m.iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+            );
         line.push_str(&format!(
             " {}://{}{port}{} methods={}{}",
             e["scheme"].as_str().unwrap_or(""),
             e["host"].as_str().unwrap_or(""),
             e["path_prefix"].as_str().unwrap_or(""),
-            e["methods"],
+            methods,
             if e["allow_private"] == true {
                 " private-ok"
             } else {
