@@ -427,7 +427,10 @@ impl GrantSet {
 struct GrantCache {
     generation: u64,
     all: Option<Arc<Vec<GrantRecord>>>,
-    sets: HashMap<(String, String), Arc<GrantSet>>,
+    /// Skill -> environment -> set (nested, so a lookup allocates nothing).
+    sets: HashMap<String, HashMap<String, Arc<GrantSet>>>,
+    /// Sets held.
+    held: usize,
 }
 
 /// The grants in force, cached per skill and environment while the store is unchanged.
@@ -451,6 +454,7 @@ impl Grants {
                 generation: u64::MAX,
                 all: None,
                 sets: HashMap::new(),
+                held: 0,
             }),
         }
     }
@@ -466,9 +470,9 @@ impl Grants {
             cache.generation = generation;
             cache.all = None;
             cache.sets.clear();
+            cache.held = 0;
         }
-        let key = (skill.to_owned(), env.to_owned());
-        if let Some(set) = cache.sets.get(&key) {
+        if let Some(set) = cache.sets.get(skill).and_then(|by_env| by_env.get(env)) {
             return Ok(set.clone());
         }
         let all = match &cache.all {
@@ -481,8 +485,13 @@ impl Grants {
             }
         };
         let set = Arc::new(GrantSet::new(&all, skill, env));
-        if cache.sets.len() < 4096 {
-            cache.sets.insert(key, set.clone());
+        if cache.held < 4096 {
+            cache.held += 1;
+            cache
+                .sets
+                .entry(skill.to_owned())
+                .or_default()
+                .insert(env.to_owned(), set.clone());
         }
         Ok(set)
     }

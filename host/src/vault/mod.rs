@@ -649,12 +649,12 @@ impl Vault {
     pub fn rotate(&self, fault: Option<u64>) -> Result<u32, VaultError> {
         let _one = lock(&self.rotating);
         // 1. The new term, stored and active before anything is wrapped with it.
-        let (version, term) = self.with_keys(|keys| {
+        let (version, term, sealed_term) = self.with_keys(|keys| {
             let version = keys.terms.keys().next_back().copied().unwrap_or(0) + 1;
-            Ok((version, Key::random()?))
+            let term = Key::random()?;
+            let sealed = keys.root.seal(term.bytes(), &term_aad(version))?;
+            Ok((version, term, sealed))
         })?;
-        let sealed_term =
-            self.with_keys(|keys| Ok(keys.root.seal(term.bytes(), &term_aad(version))?))?;
         let mut record = self
             .store
             .keyring()?
