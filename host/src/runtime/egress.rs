@@ -298,22 +298,14 @@ async fn masked(
             });
         }
     };
-    let mut headers = http::HeaderMap::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        match caps.mask(value.as_bytes()) {
-            None => {
-                headers.append(name.clone(), value.clone());
-            }
-            // A masked value that is no longer a valid header value is dropped, never
-            // passed on unmasked.
-            Some(clean) => {
-                if let Ok(clean) = http::HeaderValue::from_bytes(&clean) {
-                    headers.append(name.clone(), clean);
-                }
-            }
+    for value in parts.headers.values_mut() {
+        if let Some(clean) = caps.mask(value.as_bytes()) {
+            // A masked value that is no longer a valid header value is replaced whole,
+            // never passed on unmasked.
+            *value = http::HeaderValue::from_bytes(&clean)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("[masked]"));
         }
     }
-    parts.headers = headers;
     let body = match caps.mask(&bytes) {
         Some(clean) => {
             parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -29,10 +29,51 @@ use crate::storage::{EgressRule, GrantRecord, Injection, Removal, Store, StoreEr
 use base64::Engine as _;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 /// Uses and refusals noted per call (more are counted, not kept).
 const EVENTS_KEPT: usize = 32;
+/// How long a grant's rendered credentials are reused before its secrets are decrypted
+/// again (a store write, a seal or an unseal drops them at once).
+const PREPARED_TTL: Duration = Duration::from_secs(30);
+/// Rendered credentials kept at most (grant and environment pairs).
+const PREPARED_MAX: usize = 4096;
+
+/// A grant's credentials rendered for one environment: header values, query parameters,
+/// and the masking patterns of every secret in them, in wiped buffers. Reused for
+/// [`PREPARED_TTL`] while the store and the vault's state are unchanged, so a call neither
+/// decrypts its secrets nor derives their patterns again.
+pub(super) struct Prepared {
+    at: Instant,
+    headers: Vec<(http::HeaderName, Zeroizing<String>)>,
+    query: Vec<(String, Zeroizing<String>)>,
+    masker: Arc<Masker>,
+}
+
+/// The vault's store of [`Prepared`] credentials: environment -> grant id -> credentials,
+/// valid at one store generation and one vault epoch (bumped by a seal or an unseal).
+#[derive(Default)]
+pub(super) struct PreparedCache {
+    generation: u64,
+    epoch: u64,
+    by_env: HashMap<String, HashMap<String, Arc<Prepared>>>,
+    held: usize,
+}
+
+impl PreparedCache {
+    fn clear(&mut self) {
+        self.by_env.clear();
+        self.held = 0;
+    }
+
+    /// Drops every rendered credential (wiped as the last call holding it ends) and makes
+    /// renderings under way not cacheable.
+    pub(super) fn forget(&mut self) {
+        self.clear();
+        self.epoch += 1;
+    }
+}
 
 /// A grant as an operator asks for it (`warden grant add`, `POST /admin/v1/grants`).
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
@@ -531,7 +572,9 @@ pub struct CallGrants {
     vault: Arc<Vault>,
     skill: String,
     env: String,
-    masker: Mutex<Masker>,
+    /// Patterns of every secret the call used (shared with the grants' prepared
+    /// credentials until the call uses a second one).
+    masker: Mutex<Arc<Masker>>,
     events: Mutex<(Vec<CapabilityUse>, usize)>,
 }
 
@@ -556,7 +599,7 @@ impl CallGrants {
             vault,
             skill: skill.to_owned(),
             env: env.to_owned(),
-            masker: Mutex::new(Masker::default()),
+            masker: Mutex::new(Arc::new(Masker::default())),
             events: Mutex::new((Vec::new(), 0)),
         }
     }
@@ -605,10 +648,7 @@ impl CallGrants {
 
     fn open(&self, name: &str) -> Result<Zeroizing<Vec<u8>>, String> {
         match self.vault.resolve(&self.env, name) {
-            Ok(opened) => {
-                lock(&self.masker).add(name, &opened.value);
-                Ok(opened.value)
-            }
+            Ok(opened) => Ok(opened.value),
             Err(VaultError::NotFound(_)) => {
                 Err(format!("secret `{name}` is not set for {}", self.env))
             }
@@ -623,13 +663,15 @@ impl CallGrants {
         }
     }
 
-    fn render(&self, template: &str) -> Result<Zeroizing<String>, String> {
+    /// `template` with its secrets filled in; each secret's patterns go to `masker`.
+    fn render(&self, template: &str, masker: &mut Masker) -> Result<Zeroizing<String>, String> {
         let mut out = Zeroizing::new(String::new());
         for piece in pieces(template)? {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Secret(name) => {
                     let value = self.open(name)?;
+                    masker.add(name, &value);
                     let text = std::str::from_utf8(&value)
                         .map_err(|_| format!("secret `{name}` is not text"))?;
                     out.push_str(text);
@@ -637,6 +679,83 @@ impl CallGrants {
             }
         }
         Ok(out)
+    }
+
+    /// The credentials of `grant` for this call's environment: rendered recently, or now.
+    fn prepared(&self, grant: &GrantRecord) -> Result<Arc<Prepared>, String> {
+        let generation = self.vault.store.generation();
+        let epoch = {
+            let mut cache = lock(&self.vault.prepared);
+            if cache.generation != generation {
+                cache.clear();
+                cache.generation = generation;
+            }
+            if let Some(hit) = cache
+                .by_env
+                .get(self.env.as_str())
+                .and_then(|by_grant| by_grant.get(grant.id.as_str()))
+                && hit.at.elapsed() < PREPARED_TTL
+            {
+                return Ok(hit.clone());
+            }
+            cache.epoch
+        };
+        let prepared = Arc::new(self.prepare(grant)?);
+        let mut cache = lock(&self.vault.prepared);
+        // Kept only if nothing changed meanwhile (a seal, a write): never cached stale.
+        if cache.generation == generation && cache.epoch == epoch && cache.held < PREPARED_MAX {
+            let fresh = cache
+                .by_env
+                .entry(self.env.clone())
+                .or_default()
+                .insert(grant.id.clone(), prepared.clone())
+                .is_none();
+            if fresh {
+                cache.held += 1;
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Renders the credentials of `grant` (decrypting its secrets).
+    fn prepare(&self, grant: &GrantRecord) -> Result<Prepared, String> {
+        let mut masker = Masker::default();
+        let mut headers = Vec::new();
+        let mut query = Vec::new();
+        for injection in &grant.inject {
+            let value = self.render(&injection.template, &mut masker)?;
+            match injection.kind.as_str() {
+                "header" => {
+                    let name = http::HeaderName::from_bytes(injection.name.as_bytes())
+                        .map_err(|_| "bad header name".to_owned())?;
+                    if http::HeaderValue::from_str(&value).is_err() {
+                        return Err(format!(
+                            "the value for `{name}` is not a valid header value"
+                        ));
+                    }
+                    headers.push((name, value));
+                }
+                "basic" => {
+                    masker.add("basic-auth", value.as_bytes());
+                    let encoded = Zeroizing::new(format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
+                    ));
+                    if http::HeaderValue::from_str(&encoded).is_err() {
+                        return Err("bad basic auth value".into());
+                    }
+                    headers.push((http::header::AUTHORIZATION, encoded));
+                }
+                "query" => query.push((injection.name.clone(), value)),
+                other => return Err(format!("unknown injection `{other}`")),
+            }
+        }
+        Ok(Prepared {
+            at: Instant::now(),
+            headers,
+            query,
+            masker: Arc::new(masker),
+        })
     }
 }
 
@@ -708,58 +827,51 @@ impl Capabilities for CallGrants {
         let Some(grant) = self.set.grants.get(route.grant) else {
             return Err("the grant is gone".into());
         };
-        let result = (|| {
-            for injection in &grant.inject {
-                let value = self.render(&injection.template)?;
-                match injection.kind.as_str() {
-                    "header" => {
-                        let name = http::HeaderName::from_bytes(injection.name.as_bytes())
-                            .map_err(|_| "bad header name".to_owned())?;
-                        let mut v = http::HeaderValue::from_str(&value).map_err(|_| {
-                            format!("the value for `{name}` is not a valid header value")
-                        })?;
-                        v.set_sensitive(true);
-                        request.headers.remove(&name);
-                        request.headers.insert(name, v);
-                    }
-                    "basic" => {
-                        lock(&self.masker).add("basic-auth", value.as_bytes());
-                        let encoded = Zeroizing::new(format!(
-                            "Basic {}",
-                            base64::engine::general_purpose::STANDARD.encode(value.as_bytes())
-                        ));
-                        let mut v = http::HeaderValue::from_str(&encoded)
-                            .map_err(|_| "bad basic auth value".to_owned())?;
-                        v.set_sensitive(true);
-                        request.headers.remove(http::header::AUTHORIZATION);
-                        request.headers.insert(http::header::AUTHORIZATION, v);
-                    }
-                    "query" => {
-                        request.uri = with_query(&request.uri, &injection.name, &value)?;
-                    }
-                    other => return Err(format!("unknown injection `{other}`")),
-                }
-            }
-            Ok(())
-        })();
-        if let Err(reason) = &result {
-            self.note(CapabilityUse {
-                kind: "inject".into(),
-                target: grant
-                    .egress
-                    .as_ref()
-                    .map_or_else(String::new, |e| e.host.clone()),
-                decision: "denied".into(),
-                grant: Some(grant.id.clone()),
-                secrets: grant
-                    .inject
-                    .iter()
-                    .flat_map(|i| secrets_of(&i.template))
-                    .collect(),
-                reason: Some(reason.clone()),
-            });
+        if grant.inject.is_empty() {
+            return Ok(());
         }
-        result
+        let prepared = match self.prepared(grant) {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                self.note(CapabilityUse {
+                    kind: "inject".into(),
+                    target: grant
+                        .egress
+                        .as_ref()
+                        .map_or_else(String::new, |e| e.host.clone()),
+                    decision: "denied".into(),
+                    grant: Some(grant.id.clone()),
+                    secrets: grant
+                        .inject
+                        .iter()
+                        .flat_map(|i| secrets_of(&i.template))
+                        .collect(),
+                    reason: Some(reason.clone()),
+                });
+                return Err(reason);
+            }
+        };
+        // Masked from here on, whatever happens to the request.
+        {
+            let mut masker = lock(&self.masker);
+            if masker.is_empty() {
+                *masker = prepared.masker.clone();
+            } else if !Arc::ptr_eq(&masker, &prepared.masker) {
+                Arc::make_mut(&mut masker).merge(&prepared.masker);
+            }
+        }
+        for (name, value) in &prepared.headers {
+            // Checked when prepared; a value that no longer parses is refused, not sent.
+            let mut v = http::HeaderValue::from_str(value)
+                .map_err(|_| format!("the value for `{name}` is not a valid header value"))?;
+            v.set_sensitive(true);
+            request.headers.remove(name);
+            request.headers.insert(name.clone(), v);
+        }
+        for (name, value) in &prepared.query {
+            request.uri = with_query(&request.uri, name, value)?;
+        }
+        Ok(())
     }
 
     fn reveal(&self, name: &str) -> Result<Zeroizing<String>, RevealRefusal> {
@@ -790,7 +902,12 @@ impl Capabilities for CallGrants {
             secrets: vec![name.to_owned()],
             reason: None,
         };
-        let result = match self.open(name) {
+        let opened = self.open(name);
+        if let Ok(value) = &opened {
+            // Masked in everything the call returns, before the skill holds it.
+            Arc::make_mut(&mut lock(&self.masker)).add(name, value);
+        }
+        let result = match opened {
             Ok(value) => match String::from_utf8(value.to_vec()) {
                 Ok(text) => Ok(Zeroizing::new(text)),
                 Err(e) => {
@@ -958,5 +1075,108 @@ mod tests {
         let uri: http::Uri = "https://h/x?a=1&api_key=guess&b=2".parse().unwrap();
         let out = with_query(&uri, "api_key", "s3cr&t").unwrap();
         assert_eq!(out.to_string(), "https://h/x?a=1&b=2&api_key=s3cr%26t");
+    }
+
+    #[test]
+    fn rendered_credentials_follow_writes_seals_and_unseals() {
+        use crate::storage::{ScopeRecord, SkillRecord};
+        use crate::vault::{SecretPath, VaultConfig};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("warden.redb")).unwrap());
+        let vault = Arc::new(
+            Vault::open(
+                store.clone(),
+                VaultConfig {
+                    key_file: dir.path().join("vault.key"),
+                    passphrase: false,
+                },
+            )
+            .unwrap(),
+        );
+        for scope in ["acme", "acme/core", "acme/core/prod"] {
+            store
+                .create_scope(scope, &ScopeRecord { created_at: 0 })
+                .unwrap();
+        }
+        store
+            .put_skill(
+                "http",
+                &SkillRecord {
+                    namespace: "warden".into(),
+                    digest: String::new(),
+                    component: "http.wasm".into(),
+                    workspaces: vec!["*".into()],
+                },
+            )
+            .unwrap();
+        let set = |value: &str| {
+            vault
+                .put(
+                    &*store,
+                    &SecretPath::parse("acme/core/prod/k").unwrap(),
+                    value.as_bytes(),
+                    "t",
+                )
+                .unwrap();
+        };
+        set("first-value-123");
+        let spec = GrantSpec {
+            skill: "http".into(),
+            scope: "acme/core/prod".into(),
+            host: Some("api.example.com".into()),
+            inject: vec!["X-Key: k={secret:k}".into()],
+            ..GrantSpec::default()
+        };
+        add(&*store, &spec, "t").unwrap();
+        let grants = Grants::new(store.clone());
+        let destination = Destination {
+            method: "GET",
+            scheme: "https",
+            host: "api.example.com",
+            port: 443,
+            path: "/",
+        };
+        // One call: the header it sends, and what it masks.
+        let call = || {
+            let caps = CallGrants::new(
+                grants.for_call("http", "acme/core/prod").unwrap(),
+                vault.clone(),
+                "http",
+                "acme/core/prod",
+            );
+            let route = caps.route(&destination).unwrap();
+            let mut parts = http::Request::builder()
+                .uri("https://api.example.com/")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let sent = caps
+                .inject(&route, &mut parts)
+                .map(|()| parts.headers["x-key"].to_str().unwrap().to_owned());
+            let masked = caps.mask(b"echo first-value-123 second-value-456");
+            (sent, masked.map(|m| String::from_utf8(m).unwrap()))
+        };
+        let (sent, masked) = call();
+        assert_eq!(sent.unwrap(), "k=first-value-123");
+        assert_eq!(
+            masked.unwrap(),
+            "echo [masked:k] second-value-456",
+            "the secret used is masked"
+        );
+        // Served from the rendered credentials: the same.
+        assert_eq!(call().0.unwrap(), "k=first-value-123");
+        // A new value applies from the next call on.
+        set("second-value-456");
+        let (sent, masked) = call();
+        assert_eq!(sent.unwrap(), "k=second-value-456");
+        assert_eq!(masked.unwrap(), "echo first-value-123 [masked:k]");
+        // Sealed: nothing rendered earlier is used.
+        vault.seal();
+        let (sent, masked) = call();
+        assert_eq!(sent.unwrap_err(), "the vault is sealed");
+        assert_eq!(masked, None);
+        vault.unseal(None).unwrap();
+        assert_eq!(call().0.unwrap(), "k=second-value-456");
     }
 }

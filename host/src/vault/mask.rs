@@ -137,7 +137,7 @@ fn lower_percent(s: &str) -> String {
 }
 
 /// The values to mask, with the name each is replaced by.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Masker {
     /// (pattern, replacement), longest pattern first.
     patterns: Vec<(Zeroizing<Vec<u8>>, std::sync::Arc<str>)>,
@@ -160,6 +160,17 @@ impl Masker {
         for pattern in encodings(value) {
             if !self.patterns.iter().any(|(p, _)| **p == *pattern) {
                 self.patterns.push((pattern, replacement.clone()));
+            }
+        }
+        self.patterns
+            .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    }
+
+    /// Adds every pattern of `other` (the secrets of another grant used by the same call).
+    pub fn merge(&mut self, other: &Masker) {
+        for (pattern, replacement) in &other.patterns {
+            if !self.patterns.iter().any(|(p, _)| **p == **pattern) {
+                self.patterns.push((pattern.clone(), replacement.clone()));
             }
         }
         self.patterns

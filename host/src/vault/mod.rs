@@ -225,6 +225,8 @@ pub struct Vault {
     cache: Mutex<(u64, HashMap<String, Option<SealedValue>>)>,
     /// One rotation at a time.
     rotating: Mutex<()>,
+    /// Credentials rendered for grants (see [`grants::Prepared`]): wiped on seal.
+    prepared: Mutex<grants::PreparedCache>,
 }
 
 impl std::fmt::Debug for Vault {
@@ -298,6 +300,7 @@ impl Vault {
             state: RwLock::new(State::Sealed("not unsealed yet".into())),
             cache: Mutex::new((u64::MAX, HashMap::new())),
             rotating: Mutex::new(()),
+            prepared: Mutex::new(grants::PreparedCache::default()),
         };
         match vault.store.keyring()? {
             None if vault.config.passphrase => {
@@ -391,6 +394,7 @@ impl Vault {
     /// Seals: drops every key from memory.
     pub fn seal(&self) {
         *write_lock(&self.state) = State::Sealed("sealed by an operator".into());
+        self.forget_prepared();
     }
 
     /// Unseals: obtains the root key from the keyring's source (`passphrase` for a
@@ -450,6 +454,7 @@ impl Vault {
         };
         let keys = open_terms(root, &record)?;
         *write_lock(&self.state) = State::Open(keys);
+        self.forget_prepared();
         Ok(())
     }
 
@@ -753,6 +758,11 @@ impl Vault {
         record.terms.retain(|t| !retired.contains(&t.version));
         tx.put_keyring(&record)?;
         Ok(retired)
+    }
+
+    /// Drops the credentials rendered from secrets (at a seal or an unseal).
+    fn forget_prepared(&self) {
+        lock(&self.prepared).forget();
     }
 
     /// Forgets the in-memory keys of retired versions (after [`Vault::retire`] committed).
