@@ -5,6 +5,7 @@
 //! entry point (the gateway, tests) would need: that lives in the library modules.
 
 use crate::adminctl;
+use crate::packaging;
 use crate::scaffold::{self, SdkSource};
 use crate::toolchain::{self, Install};
 use anyhow::{Context, Result, bail};
@@ -134,9 +135,23 @@ enum Command {
         #[arg(long, env = warden::env::TOKEN, hide_env_values = true)]
         token: String,
     },
-    /// Write, build and try skills.
+    /// Write, build, package, sign and try skills.
     #[command(subcommand)]
     Skill(SkillCommand),
+    /// Package signing keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Make an ed25519 signing key: a 0600 key file (never overwritten) and FILE.pub;
+    /// prints the public key (`ed25519:...`).
+    Generate {
+        /// The key file to create.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,9 +186,53 @@ enum SkillCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Load a component and list its tools.
+    /// Pack a skill into a package: its `skill.toml` and `README.md`, the component
+    /// (built from the crate unless --component is given) and the digests that bind them.
+    Pack {
+        /// The skill's directory (holds skill.toml and README.md).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Use this built component instead of building the crate.
+        #[arg(long)]
+        component: Option<PathBuf>,
+        /// Write the package here (default: DIR/NAME-VERSION.wsk).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Sign it too, with this key file (`warden key generate`).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Cargo target directory for the wasm build.
+        #[arg(long, env = warden::env::WASM_TARGET_DIR)]
+        target_dir: Option<PathBuf>,
+    },
+    /// Sign a package with an ed25519 key (replaces an earlier signature).
+    Sign {
+        /// The package.
+        file: PathBuf,
+        /// The signing key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// Write the signed package here (default: in place).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Verify a package: structure, digests, signature, and that the component declares
+    /// exactly the manifest's tools; with --trust, that the signer is trusted for its
+    /// namespace. Exits non-zero on any problem.
+    Verify {
+        /// The package.
+        file: PathBuf,
+        /// Trust this signer for this namespace: `NAMESPACE=ed25519:KEY` (repeatable).
+        #[arg(long)]
+        trust: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a package (identity, signer, digests, tools, requested capabilities) or a
+    /// component (its tools).
     Inspect {
-        /// The component file.
+        /// The package or component file.
         file: PathBuf,
         /// Print as JSON.
         #[arg(long)]
@@ -276,6 +335,7 @@ pub fn main() -> Result<()> {
             ))
         }
         Command::Skill(cmd) => rt.block_on(skill(cmd)),
+        Command::Key(KeyCommand::Generate { out }) => packaging::key_generate(&out),
     }
 }
 
@@ -304,9 +364,29 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             no_install,
             json,
         } => build(&path, target_dir, out, no_install, json).await,
+        SkillCommand::Pack {
+            dir,
+            component,
+            out,
+            key,
+            target_dir,
+        } => {
+            packaging::pack(packaging::PackOptions {
+                dir,
+                component,
+                out,
+                key,
+                target_dir,
+            })
+            .await
+        }
+        SkillCommand::Sign { file, key, out } => packaging::sign(&file, &key, out.as_deref()),
+        SkillCommand::Verify { file, trust, json } => packaging::verify(&file, &trust, json).await,
         SkillCommand::Inspect { file, json } => {
-            let wasm =
-                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let wasm = packaging::read_package_file(&file)?;
+            if packaging::is_package(&wasm) {
+                return packaging::inspect(&file, &wasm, json);
+            }
             let skill = load(&file, &wasm, SkillSettings::default()).await?;
             print_summary(&skill, &file, wasm.len(), json);
             Ok(())
@@ -406,15 +486,7 @@ fn print_summary(skill: &Skill, path: &Path, size: usize, json: bool) {
         let tools: Vec<serde_json::Value> = skill
             .tools()
             .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "name": t.name,
-                    "description": t.description,
-                    "inputSchema": t.input_schema,
-                    "outputSchema": t.output_schema,
-                    "annotations": t.annotations,
-                })
-            })
+            .map(|t| packaging::tool_json(&warden::packages::tool_def(t)))
             .collect();
         let summary = serde_json::json!({
             "component": path,

@@ -5,6 +5,7 @@
 
 mod adminctl;
 mod cli;
+mod packaging;
 mod scaffold;
 mod toolchain;
 mod up;

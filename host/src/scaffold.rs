@@ -1,5 +1,8 @@
 //! `warden skill new`: a skill crate that builds as is.
 //!
+//! The crate holds `skill.toml` (the package manifest's source: namespace, name, version,
+//! description, publisher, requested capabilities) and a `README.md`, so it packs as is.
+//!
 //! Invariant: the scaffold is a standalone crate (its own `[workspace]`), so it builds the
 //! same inside or outside another workspace, and it never overwrites an existing directory.
 
@@ -133,7 +136,31 @@ warden_sdk::skill!(greet);
     })?;
     write(dir.join("Cargo.toml"), &cargo_toml)?;
     write(dir.join("src/lib.rs"), lib_rs)?;
-    write(dir.join(".gitignore"), "/target/\n*.wasm\n")?;
+    let skill_toml = format!(
+        r#"# The skill's package manifest: `warden skill pack` adds the tools (read from the
+# component) and the digests of the component and README.md, and signs nothing by itself
+# (`warden skill sign PACKAGE --key KEY`, or `pack --key KEY`).
+
+# The namespace you publish under: the registry gives it to the keys that own it.
+namespace = "local"
+name = "{name}"
+version = "0.1.0"
+description = "Greets people by name."
+publisher = "you"
+
+# What the skill asks an operator for; installing it grants nothing by itself.
+# [[capabilities.hosts]]
+# host = "api.example.com"
+# methods = ["GET"]
+# inject = ["Authorization: Bearer {{secret:example_token}}"]
+"#
+    );
+    let readme = format!(
+        "# {name}\n\nA warden skill. Build it with `warden skill build .`, pack it with\n`warden skill pack .`.\n\n## Tools\n\n- `greet`: greet someone by name.\n"
+    );
+    write(dir.join("skill.toml"), &skill_toml)?;
+    write(dir.join("README.md"), &readme)?;
+    write(dir.join(".gitignore"), "/target/\n*.wasm\n*.wsk\n")?;
     Ok(dir)
 }
 
@@ -156,6 +183,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = new_skill(tmp.path(), "demo", &SdkSource::Registry).unwrap();
         assert!(dir.join("src/lib.rs").exists());
+        let manifest = std::fs::read(dir.join("skill.toml")).unwrap();
+        let m = warden_registry::Manifest::parse_source(&manifest).unwrap();
+        assert_eq!(m.name, "demo");
+        assert!(dir.join("README.md").exists());
         let text = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
         assert!(text.contains("crate-type = [\"cdylib\"]"));
         assert!(matches!(

@@ -13,6 +13,7 @@ mod cli;
 mod console;
 mod gateway;
 mod hostile;
+mod packages;
 mod policy;
 mod skills;
 mod support;

@@ -1,0 +1,19 @@
+//! warden's skill packages: the package format and its hostile-input reader
+//! ([`package`]), the manifest ([`manifest`]), and signing, verification and the trust
+//! policy ([`sign`]).
+//!
+//! Invariants: this crate knows nothing about wasmtime or the gateway; it reads bytes and
+//! says whether they are a well-formed package, who signed it and whether that signer is
+//! trusted for the package's namespace. Whether the component's declared tools match the
+//! manifest is checked by the host, which can load the component.
+//!
+//! Threat: malicious or tampered packages reaching the runtime (see [`package`] and
+//! [`sign`] for the cases each stops).
+
+pub mod manifest;
+pub mod package;
+pub mod sign;
+
+pub use manifest::{Manifest, ManifestError, ToolDef};
+pub use package::{Limits, Package, PackageError, Verified, pack};
+pub use sign::{PublicKey, SecretKey, SignError, Signer, TrustPolicy, TrustedSigner};
