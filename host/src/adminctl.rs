@@ -15,10 +15,9 @@
 //! Threat: admin credentials leaking through process listings or shell history (prefer the
 //! file or the environment over `--admin-token`).
 
+use crate::apiclient::{ApiClient, Hints, json_or_error};
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
@@ -234,10 +233,7 @@ pub enum AuditCommand {
     },
 }
 
-struct Client {
-    base: String,
-    token: String,
-}
+struct Client(ApiClient);
 
 fn data_dir(t: &Target) -> PathBuf {
     t.data_dir
@@ -247,33 +243,17 @@ fn data_dir(t: &Target) -> PathBuf {
 
 impl Client {
     fn new(t: &Target) -> Result<Self> {
-        let dir = data_dir(t);
-        let base = match &t.url {
-            Some(u) => u.clone(),
-            None => std::fs::read_to_string(dir.join(warden::datadir::ENDPOINT_FILE))
-                .map(|s| s.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no gateway URL: pass --url or start `warden up` with --data-dir {}",
-                        dir.display()
-                    )
-                })?,
-        };
-        let token = match &t.admin_token {
-            Some(tok) => tok.clone(),
-            None => std::fs::read_to_string(dir.join(warden::datadir::ADMIN_TOKEN_FILE))
-                .map(|s| s.trim().to_owned())
-                .with_context(|| {
-                    format!(
-                        "no admin token: pass --admin-token (or WARDEN_ADMIN_TOKEN), or run on the gateway's machine with --data-dir {}",
-                        dir.display()
-                    )
-                })?,
-        };
-        Ok(Self {
-            base: base.trim_end_matches('/').to_owned(),
-            token,
-        })
+        Ok(Self(ApiClient::resolve(
+            t.url.as_deref(),
+            t.admin_token.as_deref(),
+            &data_dir(t),
+            &Hints {
+                what: "gateway",
+                url: "--url (or WARDEN_ADMIN_URL)",
+                token: "--admin-token (or WARDEN_ADMIN_TOKEN)",
+                dir: "--data-dir",
+            },
+        )?))
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
@@ -283,35 +263,11 @@ impl Client {
 
     /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
     async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
-        let uri: http::Uri = format!("{}{path}", self.base)
-            .parse()
-            .context("the gateway URL is not valid")?;
-        let mut send = warden::transport::stdio::connect(&uri)
-            .await
-            .with_context(|| format!("is the gateway running at {}?", self.base))?;
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let req = http::Request::builder()
-            .method(method)
-            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(http::header::HOST, authority)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
-            )
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(bytes)))?;
-        let resp = send.send_request(req).await?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        let value: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
-        if !status.is_success() && status != http::StatusCode::CONFLICT {
-            let message = value["error"]
-                .as_str()
-                .map_or_else(|| value.to_string(), str::to_owned);
-            bail!("{status}: {message}");
-        }
-        Ok(value)
+        let (status, body) = self
+            .0
+            .request(method, path, bytes, "application/json")
+            .await?;
+        json_or_error(status, &body, &[http::StatusCode::CONFLICT])
     }
 }
 

@@ -6,6 +6,7 @@
 
 use crate::adminctl;
 use crate::packaging;
+use crate::registryctl;
 use crate::scaffold::{self, SdkSource};
 use crate::toolchain::{self, Install};
 use anyhow::{Context, Result, bail};
@@ -141,6 +142,13 @@ enum Command {
     /// Package signing keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The private skill registry: serve it, manage namespaces, keys and tokens, search.
+    Registry {
+        #[command(flatten)]
+        target: registryctl::RegistryTarget,
+        #[command(subcommand)]
+        command: registryctl::RegistryCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -204,6 +212,17 @@ enum SkillCommand {
         /// Cargo target directory for the wasm build.
         #[arg(long, env = warden::env::WASM_TARGET_DIR)]
         target_dir: Option<PathBuf>,
+    },
+    /// Publish a signed package to a registry.
+    Publish {
+        /// The package.
+        file: PathBuf,
+        /// Publish a version lower than the newest as an older version (it never becomes
+        /// the latest).
+        #[arg(long)]
+        backport: bool,
+        #[command(flatten)]
+        target: registryctl::RegistryTarget,
     },
     /// Sign a package with an ed25519 key (replaces an earlier signature).
     Sign {
@@ -336,6 +355,9 @@ pub fn main() -> Result<()> {
         }
         Command::Skill(cmd) => rt.block_on(skill(cmd)),
         Command::Key(KeyCommand::Generate { out }) => packaging::key_generate(&out),
+        Command::Registry { target, command } => {
+            rt.block_on(registryctl::registry(target, command))
+        }
     }
 }
 
@@ -380,6 +402,11 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             })
             .await
         }
+        SkillCommand::Publish {
+            file,
+            backport,
+            target,
+        } => registryctl::publish(target, &file, backport).await,
         SkillCommand::Sign { file, key, out } => packaging::sign(&file, &key, out.as_deref()),
         SkillCommand::Verify { file, trust, json } => packaging::verify(&file, &trust, json).await,
         SkillCommand::Inspect { file, json } => {

@@ -19,6 +19,13 @@ pub const TOKEN: &str = "WARDEN_TOKEN";
 pub const ADMIN_URL: &str = "WARDEN_ADMIN_URL";
 /// The admin token, for the operator CLI.
 pub const ADMIN_TOKEN: &str = "WARDEN_ADMIN_TOKEN";
+/// The registry's base URL (`warden skill publish`, `warden registry ...`).
+pub const REGISTRY_URL: &str = "WARDEN_REGISTRY_URL";
+/// A registry token (`wrg_...`).
+pub const REGISTRY_TOKEN: &str = "WARDEN_REGISTRY_TOKEN";
+/// The registry's data directory (`warden registry serve`; the CLI reads its `endpoint`
+/// and `admin.token` files when no URL or token is given).
+pub const REGISTRY_DIR: &str = "WARDEN_REGISTRY_DIR";
 /// A warden-sdk checkout for `warden skill new`.
 pub const SDK_PATH: &str = "WARDEN_SDK_PATH";
 /// Cargo target directory of wasm builds.

@@ -4,8 +4,10 @@
 //! logging and maps the outcome to an exit code.
 
 mod adminctl;
+mod apiclient;
 mod cli;
 mod packaging;
+mod registryctl;
 mod scaffold;
 mod toolchain;
 mod up;

@@ -1,6 +1,7 @@
 //! warden's skill packages: the package format and its hostile-input reader
-//! ([`package`]), the manifest ([`manifest`]), and signing, verification and the trust
-//! policy ([`sign`]).
+//! ([`package`]), the manifest ([`manifest`]), signing, verification and the trust
+//! policy ([`sign`]), and the private registry: its HTTP API ([`server`]) over redb and a
+//! content-addressed blob directory ([`store`]).
 //!
 //! Invariants: this crate knows nothing about wasmtime or the gateway; it reads bytes and
 //! says whether they are a well-formed package, who signed it and whether that signer is
@@ -12,7 +13,9 @@
 
 pub mod manifest;
 pub mod package;
+pub mod server;
 pub mod sign;
+pub mod store;
 
 pub use manifest::{Manifest, ManifestError, ToolDef};
 pub use package::{Limits, Package, PackageError, Verified, pack};

@@ -26,6 +26,8 @@ use zeroize::Zeroizing;
 /// Domain separation for package signatures: a signature made for anything else never
 /// verifies as a package signature.
 pub const SIGNING_CONTEXT: &[u8] = b"warden skill package v1\n";
+/// Domain separation for an owner's statements to a registry (key changes, yanks).
+pub const STATEMENT_CONTEXT: &[u8] = b"warden registry statement v1\n";
 /// Format version of `signature.json`.
 pub const SIGNATURE_FORMAT: u32 = 1;
 /// Prefix of a public key's text form.
@@ -103,6 +105,39 @@ impl PublicKey {
             .verify_strict(&msg, &Signature::from_bytes(&sig))
             .map_err(|_| SignError::BadSignature(self.to_string()))
     }
+}
+
+impl PublicKey {
+    /// Verifies an owner's statement (see [`SecretKey::sign_statement`]).
+    pub fn verify_statement(&self, statement: &str, signature_b64: &str) -> Result<(), SignError> {
+        let sig: [u8; 64] = B64
+            .decode(signature_b64)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| {
+                SignError::Malformed("a statement signature is 64 bytes of base64".into())
+            })?;
+        let mut msg = STATEMENT_CONTEXT.to_vec();
+        msg.extend_from_slice(statement.as_bytes());
+        self.0
+            .verify_strict(&msg, &Signature::from_bytes(&sig))
+            .map_err(|_| SignError::BadSignature(self.to_string()))
+    }
+}
+
+/// The statement an owner signs to add or revoke a namespace key: it names the namespace's
+/// current revision, so it applies once and cannot be replayed after any later change.
+pub fn key_statement(add: bool, namespace: &str, key: &PublicKey, revision: u64) -> String {
+    let action = if add { "key.add" } else { "key.revoke" };
+    format!("{action}\nnamespace={namespace}\nkey={key}\nrevision={revision}\n")
+}
+
+/// The statement an owner signs to yank a version.
+pub fn yank_statement(namespace: &str, name: &str, version: &str, reason: &str) -> String {
+    format!(
+        "yank\npackage={namespace}/{name}@{version}\nreason={}\n",
+        reason.replace('\n', " ")
+    )
 }
 
 impl std::fmt::Display for PublicKey {
@@ -202,6 +237,14 @@ impl SecretKey {
             self.public(),
             Zeroizing::new(B64.encode(*seed)).as_str()
         ))
+    }
+
+    /// Signs an owner's statement to a registry (base64), under [`STATEMENT_CONTEXT`], so
+    /// it can never pass for a package signature.
+    pub fn sign_statement(&self, statement: &str) -> String {
+        let mut msg = STATEMENT_CONTEXT.to_vec();
+        msg.extend_from_slice(statement.as_bytes());
+        B64.encode(self.0.sign(&msg).to_bytes())
     }
 
     /// The public half.
@@ -427,6 +470,22 @@ mod tests {
         // A signature without the package context does not verify.
         let raw = key.0.sign(b"manifest");
         assert!(key.public().verify(b"manifest", &raw.to_bytes()).is_err());
+    }
+
+    #[test]
+    fn statements_and_package_signatures_do_not_mix() {
+        let key = SecretKey::generate().unwrap();
+        let st = key_statement(true, "acme", &key.public(), 3);
+        let sig = key.sign_statement(&st);
+        key.public().verify_statement(&st, &sig).unwrap();
+        assert!(
+            key.public()
+                .verify_statement(&key_statement(true, "acme", &key.public(), 4), &sig)
+                .is_err()
+        );
+        // A statement signature is not a package signature over the same bytes.
+        let raw = B64.decode(&sig).unwrap();
+        assert!(key.public().verify(st.as_bytes(), &raw).is_err());
     }
 
     #[test]

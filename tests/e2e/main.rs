@@ -15,6 +15,7 @@ mod gateway;
 mod hostile;
 mod packages;
 mod policy;
+mod registry;
 mod skills;
 mod support;
 mod vault;

@@ -4,7 +4,7 @@
 //! manifest, tools listed in skill.toml that the component does not declare, a key file
 //! other users can read.
 
-use crate::support::{component, wasm, wasm_target_dir};
+use crate::support::{cli_fails as fails, cli_ok_text as ok, component, wasm, wasm_target_dir};
 use serde_json::json;
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,26 +18,6 @@ fn warden(args: &[&str], cwd: &Path) -> Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> String {
-    assert!(o.status.success(), "{}", text(&o));
-    text(&o)
-}
-
-fn fails(o: Output, why: &str) -> String {
-    let t = text(&o);
-    assert!(!o.status.success(), "expected a failure ({why}): {t}");
-    assert!(t.contains(why), "expected {why:?} in: {t}");
-    t
 }
 
 /// Rewrites one entry of a zip (same options for all entries).

@@ -159,3 +159,32 @@ pub async fn tool_error(
         ),
     }
 }
+
+/// A finished command's stdout and stderr together.
+pub fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Asserts the command succeeded; returns its stdout.
+pub fn cli_ok(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", text(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Asserts the command succeeded; returns its stdout and stderr.
+pub fn cli_ok_text(o: std::process::Output) -> String {
+    assert!(o.status.success(), "{}", text(&o));
+    text(&o)
+}
+
+/// Asserts the command failed and said `why`; returns what it said.
+pub fn cli_fails(o: std::process::Output, why: &str) -> String {
+    let t = text(&o);
+    assert!(!o.status.success(), "expected a failure ({why}): {t}");
+    assert!(t.contains(why), "expected {why:?} in: {t}");
+    t
+}
