@@ -123,6 +123,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         )
         .route("/admin/v1/grants", get(list_grants).post(add_grant))
         .route("/admin/v1/grants/{id}", axum::routing::delete(remove_grant))
+        .route(
+            "/admin/v1/trust",
+            get(list_trust).post(add_trust).delete(remove_trust),
+        )
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -803,6 +807,17 @@ impl From<GrantError> for ApiError {
     }
 }
 
+impl From<crate::packages::TrustError> for ApiError {
+    fn from(e: crate::packages::TrustError) -> Self {
+        use crate::packages::TrustError;
+        match e {
+            TrustError::Invalid(m) => Self(StatusCode::BAD_REQUEST, m),
+            TrustError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
+            TrustError::Store(s) => s.into(),
+        }
+    }
+}
+
 /// Names what an admin change touches in its audit record (`request` gains the target).
 fn annotate(slot: &AuditSlot, target: &str) {
     if let Some(mut record) = slot.take() {
@@ -1088,6 +1103,101 @@ async fn remove_grant(
     Ok(Json(json!({ "removed": record })).into_response())
 }
 
+/// A signer of skill packages, as the trust routes take it: an ed25519 key, or a Sigstore
+/// identity (certificate SAN and OIDC issuer).
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+struct TrustSpec {
+    /// The namespace.
+    namespace: String,
+    /// `ed25519:<base64>`.
+    #[serde(default)]
+    key: Option<String>,
+    /// Sigstore certificate subject alternative name.
+    #[serde(default)]
+    san: Option<String>,
+    /// Sigstore OIDC issuer.
+    #[serde(default)]
+    issuer: Option<String>,
+}
+
+impl TrustSpec {
+    fn signer(&self) -> Result<warden_registry::TrustedSigner, ApiError> {
+        use warden_registry::TrustedSigner;
+        match (&self.key, &self.san, &self.issuer) {
+            (Some(k), None, None) => Ok(TrustedSigner::Key(k.parse().map_err(
+                |e: warden_registry::SignError| ApiError(StatusCode::BAD_REQUEST, e.to_string()),
+            )?)),
+            (None, Some(san), Some(issuer)) => Ok(TrustedSigner::Sigstore {
+                san: san.clone(),
+                issuer: issuer.clone(),
+            }),
+            _ => Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "give either `key` or both `san` and `issuer`".into(),
+            )),
+        }
+    }
+}
+
+#[utoipa::path(get, path = "/admin/v1/trust", tag = "packages",
+    responses((status = 200, description = "Which signers each namespace trusts for skill packages (deny by default)", body = Object)))]
+async fn list_trust(State(g): Shared) -> ApiResult {
+    let trust: Vec<Value> = g
+        .store()
+        .trust()?
+        .into_iter()
+        .map(|(ns, r)| json!({"namespace": ns, "signers": r.signers, "updated_at": r.updated_at, "updated_by": r.updated_by}))
+        .collect();
+    Ok(Json(json!({ "trust": trust })).into_response())
+}
+
+#[utoipa::path(post, path = "/admin/v1/trust", tag = "packages", request_body = TrustSpec,
+    responses((status = 200, description = "The namespace's trusted signers", body = Object),
+              (status = 400, description = "Malformed", body = Object)))]
+async fn add_trust(
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Json(spec): Json<TrustSpec>,
+) -> ApiResult {
+    let signer = spec.signer()?;
+    annotate(&slot, &spec.namespace);
+    let by = format!("admin:{}", admin.name);
+    let record = change(&slot, move |tx| {
+        Ok(crate::packages::trust_add(
+            tx,
+            &spec.namespace,
+            signer,
+            &by,
+        )?)
+    })
+    .await?;
+    Ok(Json(json!({ "signers": record.signers })).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/trust", tag = "packages", params(TrustSpec),
+    responses((status = 200, description = "The namespace's remaining trusted signers", body = Object),
+              (status = 404, description = "That signer is not trusted for the namespace", body = Object)))]
+async fn remove_trust(
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Query(spec): Query<TrustSpec>,
+) -> ApiResult {
+    let signer = spec.signer()?;
+    annotate(&slot, &spec.namespace);
+    let by = format!("admin:{}", admin.name);
+    let record = change(&slot, move |tx| {
+        Ok(crate::packages::trust_remove(
+            tx,
+            &spec.namespace,
+            &signer,
+            &by,
+        )?)
+    })
+    .await?;
+    Ok(Json(json!({ "signers": record.signers })).into_response())
+}
+
 #[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
 async fn openapi() -> Response {
@@ -1106,7 +1216,8 @@ async fn openapi() -> Response {
         issue_token, rotate_token, revoke_token, policy_history, current_policy, apply_policy,
         test_policy, query_audit, verify_audit, usage, vault_status, vault_seal, vault_unseal,
         vault_rotate, vault_check, list_secrets, set_secret, secret_history, remove_secret,
-        list_grants, add_grant, remove_grant, metrics, openapi
+        list_grants, add_grant, remove_grant, list_trust, add_trust, remove_trust, metrics,
+        openapi
     ),
     modifiers(&AdminTokenAuth),
     security(("admin_token" = []))

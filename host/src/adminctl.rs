@@ -233,6 +233,33 @@ pub enum AuditCommand {
     },
 }
 
+/// A package signer on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct SignerArgs {
+    /// The namespace.
+    namespace: String,
+    /// An ed25519 public key (`ed25519:...`) or a `.pub` file.
+    #[arg(long, conflicts_with_all = ["san", "issuer"])]
+    key: Option<String>,
+    /// A Sigstore identity: the certificate's subject alternative name.
+    #[arg(long = "sigstore-san", requires = "issuer")]
+    san: Option<String>,
+    /// A Sigstore identity: the OIDC issuer.
+    #[arg(long = "sigstore-issuer", requires = "san")]
+    issuer: Option<String>,
+}
+
+/// `warden trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a signer for a namespace's skill packages.
+    Add(SignerArgs),
+    /// Stop trusting a signer for a namespace.
+    Rm(SignerArgs),
+    /// List the trusted signers of every namespace.
+    List,
+}
+
 struct Client(ApiClient);
 
 fn data_dir(t: &Target) -> PathBuf {
@@ -1065,4 +1092,81 @@ fn describe_grant(g: &Value) -> String {
         line.push_str(" (removed)");
     }
     line
+}
+
+fn trust_spec(a: SignerArgs) -> Result<Value> {
+    let key = a
+        .key
+        .map(|k| crate::packaging::public_key(&k).map(|k| k.to_string()))
+        .transpose()?;
+    if key.is_none() && a.san.is_none() {
+        bail!(
+            "name the signer: --key ed25519:... (or a .pub file), or --sigstore-san S --sigstore-issuer I"
+        );
+    }
+    Ok(json!({"namespace": a.namespace, "key": key, "san": a.san, "issuer": a.issuer}))
+}
+
+/// `warden trust ...`
+pub async fn trust(t: Target, cmd: TrustCommand) -> Result<()> {
+    let c = Client::new(&t)?;
+    match cmd {
+        TrustCommand::Add(a) => {
+            let namespace = a.namespace.clone();
+            let v = c
+                .call("POST", "/admin/v1/trust", Some(trust_spec(a)?))
+                .await?;
+            print(t.json, &v, |v| {
+                println!("namespace `{namespace}` trusts:");
+                print_signers(v);
+            });
+        }
+        TrustCommand::Rm(a) => {
+            let namespace = a.namespace.clone();
+            let spec = trust_spec(a)?;
+            let pairs: Vec<(&str, Option<String>)> = ["namespace", "key", "san", "issuer"]
+                .iter()
+                .map(|k| (*k, spec[*k].as_str().map(str::to_owned)))
+                .collect();
+            let v = c
+                .call(
+                    "DELETE",
+                    &format!("/admin/v1/trust{}", query_string(&pairs)),
+                    None,
+                )
+                .await?;
+            print(t.json, &v, |v| {
+                println!("namespace `{namespace}` now trusts:");
+                print_signers(v);
+            });
+        }
+        TrustCommand::List => {
+            let v = c.call("GET", "/admin/v1/trust", None).await?;
+            print(t.json, &v, |v| {
+                for ns in v["trust"].as_array().into_iter().flatten() {
+                    println!("{}", ns["namespace"].as_str().unwrap_or(""));
+                    print_signers(ns);
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+fn print_signers(v: &Value) {
+    let signers = v["signers"].as_array().cloned().unwrap_or_default();
+    if signers.is_empty() {
+        println!("  nobody (packages of this namespace are refused)");
+    }
+    for s in signers {
+        if let Some(k) = s["key"].as_str() {
+            println!("  {k}");
+        } else if let Some(id) = s["sigstore"].as_object() {
+            println!(
+                "  sigstore {} (issuer {})",
+                id.get("san").and_then(Value::as_str).unwrap_or(""),
+                id.get("issuer").and_then(Value::as_str).unwrap_or("")
+            );
+        }
+    }
 }

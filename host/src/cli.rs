@@ -112,6 +112,14 @@ enum Command {
         #[command(subcommand)]
         command: adminctl::SecretCommand,
     },
+    /// Which signers the gateway trusts for which namespaces' skill packages (deny by
+    /// default).
+    Trust {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: adminctl::TrustCommand,
+    },
     /// Grants: which skill may reach which host with which secrets, per environment.
     Grant {
         #[command(flatten)]
@@ -347,6 +355,7 @@ pub fn main() -> Result<()> {
         Command::Vault { target, command } => rt.block_on(adminctl::vault(target, command)),
         Command::Secret { target, command } => rt.block_on(adminctl::secret(target, command)),
         Command::Grant { target, command } => rt.block_on(adminctl::grant(target, command)),
+        Command::Trust { target, command } => rt.block_on(adminctl::trust(target, command)),
         Command::Connect { url, token } => {
             let url: http::Uri = url.parse().context("--url is not a valid URL")?;
             rt.block_on(warden::transport::stdio::run(

@@ -1,17 +1,22 @@
-//! Skill packages meet the runtime: a package's component is loaded (compiled, linked and
+//! Skill packages meet the gateway: a package's component is loaded (compiled, linked and
 //! asked for its tools) and its declared tools are compared with the manifest's, field by
-//! field, before anything else trusts the manifest's description of them.
+//! field, before anything else trusts the manifest's description of them; and the
+//! gateway's trust policy (which signers may sign for which namespaces) is kept in the
+//! store.
 //!
-//! Invariant: a package whose component declares other tools than its signed manifest
-//! lists is refused, with every difference named; the manifest is what operators review
-//! and pin, so it must be what runs.
+//! Invariants: a package whose component declares other tools than its signed manifest
+//! lists is refused, with every difference named (the manifest is what operators review
+//! and pin, so it must be what runs); the trust policy denies by default: a namespace with
+//! no trusted signer accepts no package.
 //!
 //! Threat: a signed manifest that describes harmless tools while the component serves
-//! others (or the same names with other schemas or hints).
+//! others (or the same names with other schemas or hints); packages signed by keys the
+//! operator never chose to trust.
 
 use crate::runtime::{LoadError, Runtime, Skill, SkillSettings, ToolInfo};
-use warden_registry::manifest::{Annotations, ToolDef, diff_tools};
-use warden_registry::{ManifestError, Package};
+use crate::storage::{StoreError, Tables, TrustRecord};
+use warden_registry::manifest::{Annotations, ToolDef, diff_tools, valid_name};
+use warden_registry::{ManifestError, Package, TrustPolicy, TrustedSigner};
 
 /// Why a package's component was refused.
 #[derive(Debug, thiserror::Error)]
@@ -61,4 +66,92 @@ pub async fn load_checked(
     } else {
         Err(ComponentError::ToolsDiffer(diff))
     }
+}
+
+/// Why a trust change was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    /// Malformed input.
+    #[error("{0}")]
+    Invalid(String),
+    /// Nothing to remove.
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The gateway's trust policy, from the store.
+pub fn trust_policy(tables: &impl Tables) -> Result<TrustPolicy, StoreError> {
+    let mut policy = TrustPolicy::default();
+    for (ns, record) in tables.trust()? {
+        for signer in record.signers {
+            policy.trust(&ns, signer);
+        }
+    }
+    Ok(policy)
+}
+
+/// Trusts `signer` for `namespace` (no change if it already is).
+pub fn trust_add(
+    tables: &impl Tables,
+    namespace: &str,
+    signer: TrustedSigner,
+    by: &str,
+) -> Result<TrustRecord, TrustError> {
+    if !valid_name(namespace) {
+        return Err(TrustError::Invalid(format!(
+            "{namespace:?} is not a namespace: use 1-40 of a-z, 0-9 and '-', starting with a letter"
+        )));
+    }
+    if let TrustedSigner::Sigstore { san, issuer } = &signer
+        && (san.is_empty() || issuer.is_empty() || san.len() > 512 || issuer.len() > 512)
+    {
+        return Err(TrustError::Invalid(
+            "a Sigstore identity needs a SAN and an issuer (at most 512 bytes each)".into(),
+        ));
+    }
+    let mut record = current(tables, namespace)?;
+    if !record.signers.contains(&signer) {
+        record.signers.push(signer);
+    }
+    record.updated_at = crate::identity::now_secs();
+    record.updated_by = by.to_owned();
+    tables.put_trust(namespace, &record)?;
+    Ok(record)
+}
+
+/// Stops trusting `signer` for `namespace`.
+pub fn trust_remove(
+    tables: &impl Tables,
+    namespace: &str,
+    signer: &TrustedSigner,
+    by: &str,
+) -> Result<TrustRecord, TrustError> {
+    let mut record = current(tables, namespace)?;
+    let before = record.signers.len();
+    record.signers.retain(|s| s != signer);
+    if record.signers.len() == before {
+        return Err(TrustError::NotFound(format!(
+            "that signer is not trusted for `{namespace}`"
+        )));
+    }
+    record.updated_at = crate::identity::now_secs();
+    record.updated_by = by.to_owned();
+    tables.put_trust(namespace, &record)?;
+    Ok(record)
+}
+
+fn current(tables: &impl Tables, namespace: &str) -> Result<TrustRecord, StoreError> {
+    Ok(tables
+        .trust()?
+        .into_iter()
+        .find(|(n, _)| n == namespace)
+        .map(|(_, r)| r)
+        .unwrap_or(TrustRecord {
+            signers: Vec::new(),
+            updated_at: 0,
+            updated_by: String::new(),
+        }))
 }

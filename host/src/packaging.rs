@@ -17,7 +17,9 @@ use warden::datadir::private_file_options;
 use warden::packages;
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use warden_registry::manifest::{self, README_ENTRY, ToolDef};
-use warden_registry::{Limits, Manifest, Package, SecretKey, TrustPolicy, TrustedSigner};
+use warden_registry::{
+    Limits, Manifest, Package, PublicKey, SecretKey, TrustPolicy, TrustedSigner, sign,
+};
 
 /// File extension of skill packages.
 pub const EXTENSION: &str = "wsk";
@@ -76,6 +78,16 @@ pub fn read_key(path: &Path) -> Result<SecretKey> {
             .with_context(|| format!("reading the signing key {}", path.display()))?,
     );
     Ok(SecretKey::from_file_text(&text)?)
+}
+
+/// A public key given inline or as a `.pub` file.
+pub fn public_key(arg: &str) -> Result<PublicKey> {
+    if arg.starts_with(sign::PUBLIC_PREFIX) {
+        return Ok(arg.parse()?);
+    }
+    let text =
+        std::fs::read_to_string(arg).with_context(|| format!("{arg:?}: not a key or a file"))?;
+    Ok(text.trim().parse()?)
 }
 
 /// Options of `warden skill pack`.

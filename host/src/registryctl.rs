@@ -16,7 +16,7 @@
 //! can read (prefer the files or the environment over `--registry-token`).
 
 use crate::apiclient::{ApiClient, Hints, json_or_error};
-use crate::packaging::{read_key, read_package_file};
+use crate::packaging::{public_key, read_key, read_package_file};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use clap::{Args, Subcommand};
@@ -30,7 +30,7 @@ use warden::datadir::{create_private_dir, write_private_atomic};
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use warden_registry::server::{PublishCheck, RegistryState};
 use warden_registry::store::{Role, Store};
-use warden_registry::{Package, PublicKey, sign};
+use warden_registry::{Package, sign};
 
 /// Where the registry is and how to authenticate to it.
 #[derive(Debug, Clone, Args)]
@@ -169,16 +169,6 @@ fn registry_dir(t: &RegistryTarget) -> PathBuf {
     t.dir
         .clone()
         .unwrap_or_else(|| warden::datadir::default_data_dir().join("registry"))
-}
-
-/// A public key given inline or as a `.pub` file.
-fn public_key(arg: &str) -> Result<PublicKey> {
-    if arg.starts_with(sign::PUBLIC_PREFIX) {
-        return Ok(arg.parse()?);
-    }
-    let text =
-        std::fs::read_to_string(arg).with_context(|| format!("{arg:?}: not a key or a file"))?;
-    Ok(text.trim().parse()?)
 }
 
 /// A registry API client.

@@ -40,6 +40,8 @@ const USAGE: TableDefinition<&str, &[u8]> = TableDefinition::new("usage");
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Grant id -> grant record (JSON; removed grants stay, marked, as history).
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+/// Namespace -> [`TrustRecord`]: who may sign packages for it.
+const TRUST: TableDefinition<&str, &[u8]> = TableDefinition::new("trust");
 /// `keyring` -> the vault's keyring (master key versions wrapped by the root key).
 const VAULT: TableDefinition<&str, &[u8]> = TableDefinition::new("vault");
 /// Store metadata (`schema` -> format version).
@@ -184,6 +186,17 @@ pub struct SecretRecord {
 
 /// History entries a secret keeps (older ones are dropped).
 pub const SECRET_HISTORY_KEPT: usize = 100;
+
+/// The signers a namespace trusts for skill packages (an empty list trusts nobody).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustRecord {
+    /// The trusted signers.
+    pub signers: Vec<warden_registry::TrustedSigner>,
+    /// When it last changed (seconds since the epoch).
+    pub updated_at: u64,
+    /// Who changed it.
+    pub updated_by: String,
+}
 
 /// A grant: what one skill may reach, and with which secrets, in a workspace or environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +392,7 @@ impl Store {
             txn.open_table(USAGE)?;
             txn.open_table(SECRETS)?;
             txn.open_table(GRANTS)?;
+            txn.open_table(TRUST)?;
             txn.open_table(VAULT)?;
             Ok(())
         })?;
@@ -956,6 +970,16 @@ pub trait Tables: sealed::Raw {
     /// Stores a grant.
     fn put_grant(&self, record: &GrantRecord) -> Result<(), StoreError> {
         put(self, GRANTS, &record.id, record)
+    }
+
+    /// Every namespace's trusted signers.
+    fn trust(&self) -> Result<Vec<(String, TrustRecord)>, StoreError> {
+        self.raw_all(TRUST)
+    }
+
+    /// Stores a namespace's trusted signers.
+    fn put_trust(&self, namespace: &str, record: &TrustRecord) -> Result<(), StoreError> {
+        put(self, TRUST, namespace, record)
     }
 
     /// The vault's keyring, once initialised.

@@ -819,4 +819,95 @@ publisher = "Acme Corp"
             "{e}"
         );
     }
+
+    /// The fuzz target of the reader: proptest mutates a valid signed package (flips,
+    /// overwrites, truncations, insertions, and header fields set to extreme values) and
+    /// checks that the reader never panics and that nothing whose contents changed passes
+    /// verification. Bounded (512 cases) so it runs in every CI run.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+        use std::sync::OnceLock;
+
+        fn original() -> &'static (Vec<u8>, TrustPolicy, Package) {
+            static ONCE: OnceLock<(Vec<u8>, TrustPolicy, Package)> = OnceLock::new();
+            ONCE.get_or_init(|| {
+                let (key, bytes) = signed();
+                let pkg = Package::read(&bytes, &Limits::default()).unwrap();
+                (bytes, policy(&key), pkg)
+            })
+        }
+
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Flip(usize, u8),
+            Set(usize, Vec<u8>),
+            Truncate(usize),
+            Insert(usize, Vec<u8>),
+            Extreme(usize),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            prop_oneof![
+                (any::<usize>(), 1u8..).prop_map(|(i, x)| Mutation::Flip(i, x)),
+                (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
+                    .prop_map(|(i, v)| Mutation::Set(i, v)),
+                any::<usize>().prop_map(Mutation::Truncate),
+                (
+                    any::<usize>(),
+                    proptest::collection::vec(any::<u8>(), 1..64)
+                )
+                    .prop_map(|(i, v)| Mutation::Insert(i, v)),
+                any::<usize>().prop_map(Mutation::Extreme),
+            ]
+        }
+
+        fn apply(bytes: &mut Vec<u8>, m: &Mutation) {
+            let len = bytes.len();
+            match m {
+                Mutation::Flip(i, x) => bytes[i % len] ^= x,
+                Mutation::Set(i, v) => {
+                    for (k, b) in v.iter().enumerate() {
+                        let at = (i + k) % len;
+                        bytes[at] = *b;
+                    }
+                }
+                Mutation::Truncate(i) => bytes.truncate(i % len),
+                Mutation::Insert(i, v) => {
+                    let at = i % (len + 1);
+                    bytes.splice(at..at, v.iter().copied());
+                }
+                // Sizes, counts and offsets set to their largest values.
+                Mutation::Extreme(i) => {
+                    let at = i % len.saturating_sub(4).max(1);
+                    let end = (at + 4).min(len);
+                    bytes[at..end].fill(0xff);
+                }
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+            #[test]
+            fn the_reader_never_panics_and_never_accepts_changed_contents(
+                mutations in proptest::collection::vec(mutation(), 1..4)
+            ) {
+                let (bytes, policy, good) = original();
+                let mut bytes = bytes.clone();
+                for m in &mutations {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    apply(&mut bytes, m);
+                }
+                if let Ok(pkg) = Package::read(&bytes, &Limits::default())
+                    && let Ok(v) = pkg.verify(policy)
+                {
+                    prop_assert_eq!(&v.package.manifest_bytes, &good.manifest_bytes);
+                    prop_assert_eq!(&v.package.component, &good.component);
+                    prop_assert_eq!(&v.package.readme, &good.readme);
+                }
+            }
+        }
+    }
 }

@@ -259,3 +259,89 @@ publisher = "Acme"
     );
     assert!(out.contains("tool `greet`"), "{out}");
 }
+
+#[test]
+fn the_gateway_trusts_no_signer_until_an_operator_adds_one() {
+    use crate::console::warden as cli;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = crate::gateway::Up::start(d);
+    let out = ok(cli(d, &["trust", "list"]));
+    assert!(
+        out.trim().is_empty(),
+        "nothing is trusted on a new gateway: {out}"
+    );
+    let key = SecretKey::generate().unwrap().public().to_string();
+    let out = ok(cli(d, &["trust", "add", "acme", "--key", &key]));
+    assert!(out.contains(&key), "{out}");
+    let out = ok(cli(
+        d,
+        &[
+            "trust",
+            "add",
+            "acme",
+            "--sigstore-san",
+            "https://github.com/acme/skills/.github/workflows/release.yml@refs/heads/main",
+            "--sigstore-issuer",
+            "https://token.actions.githubusercontent.com",
+        ],
+    ));
+    assert!(out.contains("sigstore https://github.com/acme"), "{out}");
+    fails(
+        cli(d, &["trust", "add", "Not_A_Namespace", "--key", &key]),
+        "is not a namespace",
+    );
+    fails(
+        cli(d, &["trust", "add", "acme", "--key", "ed25519:AAAA"]),
+        "is not a public key",
+    );
+    ok(cli(d, &["trust", "rm", "acme", "--key", &key]));
+    fails(cli(d, &["trust", "rm", "acme", "--key", &key]), "404");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(cli(d, &["trust", "list", "--json"]))).unwrap();
+    let signers = v["trust"][0]["signers"].as_array().unwrap();
+    assert_eq!(signers.len(), 1, "{v}");
+    assert!(signers[0]["sigstore"].is_object(), "{v}");
+    // Each change, and each refused one, is in the audit trail.
+    let tail: serde_json::Value =
+        serde_json::from_str(&ok(cli(d, &["audit", "tail", "-n", "50", "--json"]))).unwrap();
+    let records: Vec<(String, String)> = tail
+        .as_array()
+        .or_else(|| tail["records"].as_array())
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["request"].as_str().unwrap_or("").to_owned(),
+                r["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let count = |request: &str, outcome: &str| {
+        records
+            .iter()
+            .filter(|(r, o)| r == request && o == outcome)
+            .count()
+    };
+    assert_eq!(
+        count("admin POST /admin/v1/trust acme", "ok"),
+        2,
+        "{records:?}"
+    );
+    assert_eq!(
+        count("admin DELETE /admin/v1/trust acme", "ok"),
+        1,
+        "{records:?}"
+    );
+    assert_eq!(
+        count("admin DELETE /admin/v1/trust acme", "invalid"),
+        1,
+        "{records:?}"
+    );
+    assert_eq!(
+        count("admin POST /admin/v1/trust Not_A_Namespace", "invalid"),
+        1,
+        "{records:?}"
+    );
+    drop(up);
+}
