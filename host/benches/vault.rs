@@ -67,6 +67,7 @@ fn main() {
                 digest: String::new(),
                 component: "http.wasm".into(),
                 workspaces: vec!["*".into()],
+                package: None,
             },
         )
         .unwrap();

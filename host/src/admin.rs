@@ -124,6 +124,17 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/v1/grants", get(list_grants).post(add_grant))
         .route("/admin/v1/grants/{id}", axum::routing::delete(remove_grant))
         .route(
+            "/admin/v1/packages",
+            post(install_package).layer(axum::extract::DefaultBodyLimit::max(
+                usize::try_from(warden_registry::Limits::default().package).unwrap_or(usize::MAX),
+            )),
+        )
+        .route(
+            "/admin/v1/packages/{name}",
+            axum::routing::delete(remove_package),
+        )
+        .route("/admin/v1/packages/{name}/rollback", post(rollback_package))
+        .route(
             "/admin/v1/trust",
             get(list_trust).post(add_trust).delete(remove_trust),
         )
@@ -362,7 +373,8 @@ async fn list_skills(State(g): Shared) -> ApiResult {
             let tools = tools_of.remove(&name).unwrap_or_default();
             let health = health_of.remove(&name).unwrap_or(Value::Null);
             json!({"name": name, "namespace": r.namespace, "digest": r.digest,
-                   "workspaces": r.workspaces, "tools": tools, "health": health})
+                   "workspaces": r.workspaces, "tools": tools, "health": health,
+                   "package": r.package})
         })
         .collect();
     Ok(Json(json!({ "skills": skills })).into_response())
@@ -818,6 +830,27 @@ impl From<crate::packages::TrustError> for ApiError {
     }
 }
 
+impl From<crate::install::InstallError> for ApiError {
+    fn from(e: crate::install::InstallError) -> Self {
+        use crate::install::InstallError;
+        match e {
+            InstallError::Disabled => Self(StatusCode::NOT_IMPLEMENTED, e.to_string()),
+            InstallError::Refused(m) => Self(StatusCode::UNPROCESSABLE_ENTITY, m),
+            InstallError::Conflict(m) => Self(StatusCode::CONFLICT, m),
+            InstallError::NotFound(m) => Self(StatusCode::NOT_FOUND, m),
+            InstallError::Grant(g) => g.into(),
+            InstallError::Store(s) => s.into(),
+            InstallError::Io(io) => {
+                tracing::error!(error = %io, "package storage failed");
+                Self(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the gateway could not store the package; see its log".into(),
+                )
+            }
+        }
+    }
+}
+
 /// Names what an admin change touches in its audit record (`request` gains the target).
 fn annotate(slot: &AuditSlot, target: &str) {
     if let Some(mut record) = slot.take() {
@@ -1198,6 +1231,113 @@ async fn remove_trust(
     Ok(Json(json!({ "signers": record.signers })).into_response())
 }
 
+/// How an install was decided.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct InstallQuery {
+    /// Install (without it, the answer is the review and nothing changes).
+    #[serde(default)]
+    accept: bool,
+    /// The SHA-256 of the package that was reviewed; refused if the body differs.
+    digest: Option<String>,
+    /// Grant the requested capabilities in this scope (`tenant/workspace[/environment]`).
+    grant_scope: Option<String>,
+    /// Install even though the tools differ from the installed version's.
+    #[serde(default)]
+    approve_changes: bool,
+}
+
+#[utoipa::path(post, path = "/admin/v1/packages", tag = "packages", params(InstallQuery),
+    request_body(content = Vec<u8>, content_type = "application/zip", description = "A signed skill package"),
+    responses((status = 200, description = "The review (without `accept`), or the installed skill and its live tools", body = Object),
+              (status = 409, description = "It conflicts with what is installed, its tools changed without approval, or it is not the reviewed package", body = Object),
+              (status = 422, description = "The package is refused: malformed, untrusted signer or namespace, or a component whose tools differ from its manifest", body = Object)))]
+async fn install_package(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Query(q): Query<InstallQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let staged = crate::install::stage(&g, body.to_vec()).await?;
+    annotate(&slot, &staged.verified.package.manifest.id());
+    let review = crate::install::review(&staged);
+    if !q.accept {
+        return Ok(Json(json!({"accepted": false, "review": review})).into_response());
+    }
+    let consent = crate::install::Consent {
+        grant_scope: q.grant_scope.clone(),
+        approve_changes: q.approve_changes,
+        by: format!("admin:{}", admin.name),
+    };
+    crate::install::check_consent(&staged, q.digest.as_deref(), &consent)?;
+    crate::install::keep_file(g.data_dir(), &staged)?;
+    let staged = std::sync::Arc::new(staged);
+    let (s2, dir, c2) = (staged.clone(), g.data_dir().to_owned(), consent.clone());
+    let record = change(&slot, move |tx| {
+        Ok(crate::install::record(tx, &dir, &s2, &c2)?)
+    })
+    .await?;
+    let tools = crate::install::go_live(&g, &staged, &record)?;
+    Ok(Json(json!({"accepted": true, "review": review, "tools": tools})).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/packages/{name}", tag = "packages",
+    params(("name" = String, Path, description = "The installed skill")),
+    responses((status = 200, description = "Removed; its tools are gone from the next list", body = Object),
+              (status = 404, description = "No such installed skill", body = Object)))]
+async fn remove_package(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Path(name): Path<String>,
+) -> ApiResult {
+    annotate(&slot, &name);
+    let n = name.clone();
+    let record = change(&slot, move |tx| Ok(crate::install::forget(tx, &n)?)).await?;
+    g.catalog().remove(&name);
+    let version = record.package.map(|p| p.version);
+    Ok(Json(json!({"removed": name, "version": version})).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RollbackQuery {
+    /// The earlier installed version to activate.
+    version: String,
+}
+
+#[utoipa::path(post, path = "/admin/v1/packages/{name}/rollback", tag = "packages",
+    params(("name" = String, Path, description = "The installed skill"), RollbackQuery),
+    responses((status = 200, description = "The earlier version is live again", body = Object),
+              (status = 404, description = "No such skill or earlier version", body = Object)))]
+async fn rollback_package(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    Path(name): Path<String>,
+    Query(q): Query<RollbackQuery>,
+) -> ApiResult {
+    annotate(&slot, &format!("{name}@{}", q.version));
+    let bytes = crate::install::previous_file(&g, &name, &q.version)?;
+    let staged = std::sync::Arc::new(crate::install::stage(&g, bytes).await?);
+    // Going back to a version the operator installed before is the approval.
+    let consent = crate::install::Consent {
+        grant_scope: None,
+        approve_changes: true,
+        by: format!("admin:{}", admin.name),
+    };
+    let (s2, dir) = (staged.clone(), g.data_dir().to_owned());
+    let record = change(&slot, move |tx| {
+        Ok(crate::install::record(tx, &dir, &s2, &consent)?)
+    })
+    .await?;
+    let tools = crate::install::go_live(&g, &staged, &record)?;
+    Ok(
+        Json(json!({"rolled_back": format!("{name}@{}", q.version), "tools": tools}))
+            .into_response(),
+    )
+}
+
 #[utoipa::path(get, path = "/admin/v1/openapi.json", tag = "meta",
     responses((status = 200, description = "This document", body = Object)))]
 async fn openapi() -> Response {
@@ -1216,7 +1356,8 @@ async fn openapi() -> Response {
         issue_token, rotate_token, revoke_token, policy_history, current_policy, apply_policy,
         test_policy, query_audit, verify_audit, usage, vault_status, vault_seal, vault_unseal,
         vault_rotate, vault_check, list_secrets, set_secret, secret_history, remove_secret,
-        list_grants, add_grant, remove_grant, list_trust, add_trust, remove_trust, metrics,
+        list_grants, add_grant, remove_grant, list_trust, add_trust, remove_trust,
+        install_package, remove_package, rollback_package, metrics,
         openapi
     ),
     modifiers(&AdminTokenAuth),

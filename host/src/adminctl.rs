@@ -288,6 +288,15 @@ impl Client {
         self.call_raw(method, path, bytes.into_bytes()).await
     }
 
+    /// A call where a conflict (409) is an error too.
+    async fn call_strict(&self, method: &str, path: &str) -> Result<Value> {
+        let (status, body) = self
+            .0
+            .request(method, path, Vec::new(), "application/json")
+            .await?;
+        json_or_error(status, &body, &[])
+    }
+
     /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
     async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
         let (status, body) = self
@@ -1169,4 +1178,187 @@ fn print_signers(v: &Value) {
             );
         }
     }
+}
+
+/// Options of `warden skill install`.
+#[derive(Debug, Clone, Args)]
+pub struct InstallArgs {
+    /// A package file, or `NAMESPACE/NAME[@VERSION]` from the registry.
+    source: String,
+    /// Registry base URL (for `NAMESPACE/NAME`).
+    #[arg(long = "registry", env = warden::env::REGISTRY_URL)]
+    registry: Option<String>,
+    /// Registry token.
+    #[arg(long = "registry-token", env = warden::env::REGISTRY_TOKEN, hide_env_values = true)]
+    registry_token: Option<String>,
+    /// Accept what the package asks for without a prompt.
+    #[arg(long)]
+    accept: bool,
+    /// Grant the requested capabilities in this scope (`tenant/workspace[/environment]`).
+    #[arg(long = "grant-scope")]
+    grant_scope: Option<String>,
+    /// Install even though the tools differ from the installed version's (after reading
+    /// the listed changes).
+    #[arg(long)]
+    approve_changes: bool,
+}
+
+/// `warden skill install`: review, consent, install.
+pub async fn skill_install(t: Target, a: InstallArgs) -> Result<()> {
+    let c = Client::new(&t)?;
+    let bytes = if std::path::Path::new(&a.source).is_file() {
+        crate::packaging::read_package_file(std::path::Path::new(&a.source))?
+    } else {
+        let reg = crate::registryctl::RegistryClient::new(
+            &crate::registryctl::RegistryTarget::new(a.registry.clone(), a.registry_token.clone()),
+        )?;
+        let (digest, version) = reg.resolve(&a.source).await?;
+        eprintln!("downloading {} {version} (sha256 {digest})", a.source);
+        reg.download(&digest).await?
+    };
+    let (status, body) =
+        c.0.request(
+            "POST",
+            "/admin/v1/packages",
+            bytes.clone(),
+            "application/zip",
+        )
+        .await?;
+    let v = json_or_error(status, &body, &[]).context("the package is refused")?;
+    let review = &v["review"];
+    print_review(review);
+    if !review["tool_changes"].as_array().is_none_or(Vec::is_empty) && !a.approve_changes {
+        bail!(
+            "the tools changed since the installed version; the installed version keeps serving. Review the changes above and install again with --approve-changes"
+        );
+    }
+    if !a.accept {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "not installed: pass --accept to accept what the package asks for without a prompt"
+            );
+        }
+        eprint!(
+            "Install {} and accept what it asks for? [y/N] ",
+            review["id"].as_str().unwrap_or("")
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            bail!("not installed");
+        }
+    }
+    let digest = review["sha256"].as_str().unwrap_or_default().to_owned();
+    let query = query_string(&[
+        ("accept", Some("true".into())),
+        ("digest", Some(digest)),
+        ("grant_scope", a.grant_scope.clone()),
+        ("approve_changes", a.approve_changes.then(|| "true".into())),
+    ]);
+    let (status, body) =
+        c.0.request(
+            "POST",
+            &format!("/admin/v1/packages{query}"),
+            bytes,
+            "application/zip",
+        )
+        .await?;
+    let v = json_or_error(status, &body, &[]).context("the install is refused")?;
+    print(t.json, &v, |v| {
+        println!(
+            "installed {}; live tools: {}",
+            v["review"]["id"].as_str().unwrap_or(""),
+            v["tools"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if let Some(scope) = &a.grant_scope {
+            println!(
+                "granted what it asked for in {scope} (warden grant list --skill {})",
+                v["review"]["name"].as_str().unwrap_or("")
+            );
+        }
+    });
+    Ok(())
+}
+
+fn print_review(r: &Value) {
+    eprintln!(
+        "{} - {}",
+        r["id"].as_str().unwrap_or(""),
+        r["description"].as_str().unwrap_or("")
+    );
+    eprintln!("  publisher: {}", r["publisher"].as_str().unwrap_or(""));
+    eprintln!(
+        "  signer:    {} (trusted for `{}`)",
+        r["signer"].as_str().unwrap_or(""),
+        r["namespace"].as_str().unwrap_or("")
+    );
+    eprintln!("  sha256:    {}", r["sha256"].as_str().unwrap_or(""));
+    if let Some(v) = r["replaces"].as_str() {
+        eprintln!("  replaces:  {v}");
+    }
+    eprintln!("  tools:");
+    for t in r["tools"].as_array().into_iter().flatten() {
+        let first = t["description"]
+            .as_str()
+            .unwrap_or("")
+            .lines()
+            .next()
+            .unwrap_or("");
+        eprintln!("    {:<24} {first}", t["name"].as_str().unwrap_or(""));
+    }
+    let caps = &r["capabilities"];
+    let hosts = caps["hosts"].as_array().cloned().unwrap_or_default();
+    let reveal = caps["reveal"].as_array().cloned().unwrap_or_default();
+    if hosts.is_empty() && reveal.is_empty() {
+        eprintln!("  asks for:  nothing (no network, no secrets)");
+    } else {
+        eprintln!("  asks for:");
+        for h in hosts {
+            eprintln!(
+                "    outbound {}://{}{}",
+                h["scheme"].as_str().unwrap_or("https"),
+                h["host"].as_str().unwrap_or(""),
+                h["path_prefix"].as_str().unwrap_or("/")
+            );
+            for i in h["inject"].as_array().into_iter().flatten() {
+                eprintln!("      with header {}", i.as_str().unwrap_or(""));
+            }
+        }
+        for s in reveal {
+            eprintln!("    to read secret {} itself", s.as_str().unwrap_or(""));
+        }
+    }
+    for change in r["tool_changes"].as_array().into_iter().flatten() {
+        eprintln!("  CHANGED:   {}", change.as_str().unwrap_or(""));
+    }
+}
+
+/// `warden skill remove`.
+pub async fn skill_remove(t: Target, name: String) -> Result<()> {
+    let c = Client::new(&t)?;
+    let v = c
+        .call_strict("DELETE", &format!("/admin/v1/packages/{name}"))
+        .await?;
+    print(t.json, &v, |v| {
+        println!("removed {name} {}", v["version"].as_str().unwrap_or(""));
+    });
+    Ok(())
+}
+
+/// `warden skill rollback`.
+pub async fn skill_rollback(t: Target, name: String, version: String) -> Result<()> {
+    let c = Client::new(&t)?;
+    let q = query_string(&[("version", Some(version.clone()))]);
+    let v = c
+        .call_strict("POST", &format!("/admin/v1/packages/{name}/rollback{q}"))
+        .await?;
+    print(t.json, &v, |_| println!("{name}@{version} is live again"));
+    Ok(())
 }

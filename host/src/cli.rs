@@ -221,6 +221,30 @@ enum SkillCommand {
         #[arg(long, env = warden::env::WASM_TARGET_DIR)]
         target_dir: Option<PathBuf>,
     },
+    /// Install a signed package into the running gateway: review what it asks for, accept,
+    /// and its tools are live without a restart.
+    Install {
+        #[command(flatten)]
+        args: adminctl::InstallArgs,
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
+    /// Remove an installed package's skill (its files stay for a rollback).
+    Remove {
+        /// The skill.
+        name: String,
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
+    /// Make an earlier installed version of a skill live again.
+    Rollback {
+        /// The skill.
+        name: String,
+        /// The earlier version.
+        version: String,
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
     /// Publish a signed package to a registry.
     Publish {
         /// The package.
@@ -411,6 +435,13 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             })
             .await
         }
+        SkillCommand::Install { args, target } => adminctl::skill_install(target, args).await,
+        SkillCommand::Remove { name, target } => adminctl::skill_remove(target, name).await,
+        SkillCommand::Rollback {
+            name,
+            version,
+            target,
+        } => adminctl::skill_rollback(target, name, version).await,
         SkillCommand::Publish {
             file,
             backport,
@@ -522,7 +553,7 @@ fn print_summary(skill: &Skill, path: &Path, size: usize, json: bool) {
         let tools: Vec<serde_json::Value> = skill
             .tools()
             .iter()
-            .map(|t| packaging::tool_json(&warden::packages::tool_def(t)))
+            .map(|t| warden::packages::tool_json(&warden::packages::tool_def(t)))
             .collect();
         let summary = serde_json::json!({
             "component": path,

@@ -25,6 +25,9 @@ pub const ENDPOINT_FILE: &str = "endpoint";
 pub const SKILLS_DIR: &str = "skills";
 /// The wasm build directory of the first-party skills.
 pub const BUILD_DIR: &str = "build";
+/// Package files of skills installed with `warden skill install` (by SHA-256; earlier
+/// versions are kept for rollback).
+pub const PACKAGES_DIR: &str = "packages";
 /// The compile cache.
 pub const COMPILED_DIR: &str = "compiled";
 /// The compile cache's MAC key, inside [`COMPILED_DIR`].

@@ -16,6 +16,7 @@ pub mod datadir;
 pub mod env;
 pub mod gateway;
 pub mod identity;
+pub mod install;
 pub mod packages;
 pub mod policy;
 pub mod ratelimit;

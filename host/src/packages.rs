@@ -49,6 +49,33 @@ pub fn tool_def(t: &ToolInfo) -> ToolDef {
     }
 }
 
+/// A tool as JSON, in MCP's field names (`inputSchema`, `readOnlyHint`, ...).
+pub fn tool_json(t: &ToolDef) -> serde_json::Value {
+    let a = &t.annotations;
+    let mut annotations = serde_json::Map::new();
+    for (key, value) in [
+        ("title", a.title.clone().map(serde_json::Value::from)),
+        ("readOnlyHint", a.read_only.map(serde_json::Value::from)),
+        (
+            "destructiveHint",
+            a.destructive.map(serde_json::Value::from),
+        ),
+        ("idempotentHint", a.idempotent.map(serde_json::Value::from)),
+        ("openWorldHint", a.open_world.map(serde_json::Value::from)),
+    ] {
+        if let Some(v) = value {
+            annotations.insert(key.into(), v);
+        }
+    }
+    serde_json::json!({
+        "name": t.name,
+        "description": t.description,
+        "inputSchema": t.input_schema,
+        "outputSchema": t.output_schema,
+        "annotations": annotations,
+    })
+}
+
 /// Loads `package`'s component as skill `name` and checks that it declares exactly the
 /// tools its manifest lists.
 pub async fn load_checked(

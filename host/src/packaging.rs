@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use warden::datadir::private_file_options;
 use warden::packages;
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
-use warden_registry::manifest::{self, README_ENTRY, ToolDef};
+use warden_registry::manifest::{self, README_ENTRY};
 use warden_registry::{
     Limits, Manifest, Package, PublicKey, SecretKey, TrustPolicy, TrustedSigner, sign,
 };
@@ -259,33 +259,6 @@ pub async fn verify(file: &Path, trust: &[String], json: bool) -> Result<()> {
     Ok(())
 }
 
-/// A tool as JSON, in MCP's field names (`inputSchema`, `readOnlyHint`, ...).
-pub fn tool_json(t: &ToolDef) -> serde_json::Value {
-    let a = &t.annotations;
-    let mut annotations = serde_json::Map::new();
-    for (key, value) in [
-        ("title", a.title.clone().map(serde_json::Value::from)),
-        ("readOnlyHint", a.read_only.map(serde_json::Value::from)),
-        (
-            "destructiveHint",
-            a.destructive.map(serde_json::Value::from),
-        ),
-        ("idempotentHint", a.idempotent.map(serde_json::Value::from)),
-        ("openWorldHint", a.open_world.map(serde_json::Value::from)),
-    ] {
-        if let Some(v) = value {
-            annotations.insert(key.into(), v);
-        }
-    }
-    serde_json::json!({
-        "name": t.name,
-        "description": t.description,
-        "inputSchema": t.input_schema,
-        "outputSchema": t.output_schema,
-        "annotations": annotations,
-    })
-}
-
 /// Whether `bytes` look like a zip (a package) rather than a component.
 pub fn is_package(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
@@ -301,7 +274,8 @@ pub fn inspect(file: &Path, bytes: &[u8], json: bool) -> Result<()> {
         .map(|s| s.to_string())
         .map_err(|e| e.to_string());
     if json {
-        let tools: Vec<serde_json::Value> = m.tool_defs()?.iter().map(tool_json).collect();
+        let tools: Vec<serde_json::Value> =
+            m.tool_defs()?.iter().map(packages::tool_json).collect();
         println!(
             "{}",
             serde_json::json!({

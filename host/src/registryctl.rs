@@ -165,6 +165,18 @@ pub enum KeyCommand {
     },
 }
 
+impl RegistryTarget {
+    /// A target from explicit values (for commands that also talk to a gateway).
+    pub fn new(url: Option<String>, token: Option<String>) -> Self {
+        Self {
+            url,
+            token,
+            dir: None,
+            json: false,
+        }
+    }
+}
+
 fn registry_dir(t: &RegistryTarget) -> PathBuf {
     t.dir
         .clone()

@@ -122,6 +122,40 @@ pub struct SkillRecord {
     /// Workspaces (`tenant/workspace`) it is installed in; `*` means every workspace.
     #[serde(default = "every_workspace")]
     pub workspaces: Vec<String>,
+    /// The signed package it was installed from (`warden skill install`); `None` for the
+    /// first-party and `--dev-skill` skills `warden up` loads itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<InstalledPackage>,
+}
+
+/// The signed package an installed skill came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of the package file (kept in the data directory's `packages/`).
+    pub sha256: String,
+    /// Who signed it.
+    pub signer: String,
+    /// Tool name -> SHA-256 of its definition (JCS): what an upgrade is compared with.
+    pub pins: std::collections::BTreeMap<String, String>,
+    /// When it was installed (seconds since the epoch).
+    pub installed_at: u64,
+    /// Who installed it.
+    pub installed_by: String,
+    /// Versions installed before, newest last (their package files are kept, so a
+    /// rollback needs no registry).
+    #[serde(default)]
+    pub previous: Vec<PreviousVersion>,
+}
+
+/// A version installed earlier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousVersion {
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of its package file.
+    pub sha256: String,
 }
 
 fn every_workspace() -> Vec<String> {
@@ -884,6 +918,11 @@ pub trait Tables: sealed::Raw {
         put(self, SKILLS, name, record)
     }
 
+    /// Removes an installed skill's record; whether it existed.
+    fn remove_skill(&self, name: &str) -> Result<bool, StoreError> {
+        self.raw_write(|txn| Ok(txn.open_table(SKILLS)?.remove(name)?.is_some()))
+    }
+
     /// Looks up a scope.
     fn scope(&self, path: &str) -> Result<Option<ScopeRecord>, StoreError> {
         self.raw_get(SCOPES, path)
@@ -1038,6 +1077,7 @@ mod tests {
                         digest: "d".into(),
                         component: "skills/text.wasm".into(),
                         workspaces: vec!["*".into()],
+                        package: None,
                     },
                 )
                 .unwrap();

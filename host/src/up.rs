@@ -118,6 +118,7 @@ async fn install_first_party(
                 digest: skill.digest().to_owned(),
                 component,
                 workspaces,
+                package: None,
             },
         )?;
     }
@@ -158,6 +159,7 @@ async fn install_dev_skills(
                 digest: skill.digest().to_owned(),
                 component: path.clone(),
                 workspaces,
+                package: None,
             },
         )?;
         eprintln!(
@@ -186,6 +188,13 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     )
     .await?;
     install_dev_skills(&runtime, &store, &catalog, &opts.dev_skills).await?;
+    // Packages installed with `warden skill install`: each only if its file is intact and
+    // its signer still trusted.
+    for skipped in
+        warden::install::load_installed(&runtime, &store, &catalog, &opts.data_dir).await?
+    {
+        eprintln!("warden: WARNING: installed skill {skipped}; it is not loaded");
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;
@@ -205,6 +214,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
             audience: url.clone(),
             audit: !opts.unsafe_no_audit,
             vault: opts.vault.clone(),
+            runtime: Some(runtime.clone()),
         },
     )?);
 

@@ -38,7 +38,7 @@ pub(crate) fn call(
 }
 
 /// The tool names a stateless `tools/list` returns.
-fn list(addr: &str, token: &str) -> Vec<String> {
+pub(crate) fn list(addr: &str, token: &str) -> Vec<String> {
     let body = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{{META}}}}}"#);
     let (status, _, body) = post(
         addr,

@@ -668,6 +668,7 @@ impl InProcess {
                         key_file: dir.path().join("vault.key"),
                         passphrase: false,
                     },
+                    runtime: None,
                 },
             )
             .unwrap(),

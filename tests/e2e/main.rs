@@ -13,6 +13,7 @@ mod cli;
 mod console;
 mod gateway;
 mod hostile;
+mod install;
 mod packages;
 mod policy;
 mod registry;

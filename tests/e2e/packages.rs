@@ -303,20 +303,8 @@ fn the_gateway_trusts_no_signer_until_an_operator_adds_one() {
     assert_eq!(signers.len(), 1, "{v}");
     assert!(signers[0]["sigstore"].is_object(), "{v}");
     // Each change, and each refused one, is in the audit trail.
-    let tail: serde_json::Value =
-        serde_json::from_str(&ok(cli(d, &["audit", "tail", "-n", "50", "--json"]))).unwrap();
-    let records: Vec<(String, String)> = tail
-        .as_array()
-        .or_else(|| tail["records"].as_array())
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["request"].as_str().unwrap_or("").to_owned(),
-                r["outcome"].as_str().unwrap_or("").to_owned(),
-            )
-        })
-        .collect();
+    let records =
+        crate::support::audit_records(&ok(cli(d, &["audit", "tail", "-n", "50", "--json"])));
     let count = |request: &str, outcome: &str| {
         records
             .iter()

@@ -13,14 +13,14 @@ use warden_registry::manifest::ToolDef;
 use warden_registry::{Limits, Manifest, Package, SecretKey};
 
 /// A running `warden registry serve`.
-struct Registry {
+pub(crate) struct Registry {
     child: Child,
-    url: String,
+    pub(crate) url: String,
     dir: PathBuf,
 }
 
 impl Registry {
-    fn start(dir: &Path) -> Registry {
+    pub(crate) fn start(dir: &Path) -> Registry {
         let mut child = Command::new(warden_bin())
             .args([
                 "registry",
@@ -53,7 +53,7 @@ impl Registry {
 
     /// Runs `warden` with this registry as the target (admin token from its directory
     /// unless `token` is given).
-    fn run(&self, args: &[&str], token: Option<&str>, cwd: &Path) -> Output {
+    pub(crate) fn run(&self, args: &[&str], token: Option<&str>, cwd: &Path) -> Output {
         let mut cmd = Command::new(warden_bin());
         cmd.current_dir(cwd)
             .args(args)
@@ -75,7 +75,7 @@ impl Drop for Registry {
 }
 
 /// The tools the `hello` component declares.
-async fn hello_tools() -> Vec<ToolDef> {
+pub(crate) async fn hello_tools() -> Vec<ToolDef> {
     let skill = load("hello", SkillSettings::default()).await;
     skill
         .tools()
@@ -92,15 +92,29 @@ fn package(
     key: Option<&SecretKey>,
     dir: &Path,
 ) -> PathBuf {
+    package_of("hello", tools, ns, version, "", key, dir)
+}
+
+/// A package of `component` (a built guest) as `ns/hello@version` with `tools` and
+/// `extra` manifest text, signed by `key` if given.
+pub(crate) fn package_of(
+    component: &str,
+    tools: &[ToolDef],
+    ns: &str,
+    version: &str,
+    extra: &str,
+    key: Option<&SecretKey>,
+    dir: &Path,
+) -> PathBuf {
     let source = Manifest::parse_source(
         format!(
-            "namespace = \"{ns}\"\nname = \"hello\"\nversion = \"{version}\"\ndescription = \"Greets\"\npublisher = \"Acme\"\n"
+            "namespace = \"{ns}\"\nname = \"hello\"\nversion = \"{version}\"\ndescription = \"Greets\"\npublisher = \"Acme\"\n{extra}"
         )
         .as_bytes(),
     )
     .unwrap();
     let (_, mut bytes) =
-        warden_registry::pack(&source, tools, &wasm("hello"), "# hello\n").unwrap();
+        warden_registry::pack(&source, tools, &wasm(component), "# hello\n").unwrap();
     if let Some(key) = key {
         bytes = Package::read(&bytes, &Limits::default())
             .unwrap()
@@ -115,7 +129,7 @@ fn package(
     file
 }
 
-fn key_file(dir: &Path, name: &str) -> (SecretKey, PathBuf) {
+pub(crate) fn key_file(dir: &Path, name: &str) -> (SecretKey, PathBuf) {
     let path = dir.join(name);
     let out = Command::new(warden_bin())
         .args(["key", "generate", "--out"])

@@ -188,3 +188,19 @@ pub fn cli_fails(o: std::process::Output, why: &str) -> String {
     assert!(t.contains(why), "expected {why:?} in: {t}");
     t
 }
+
+/// (request, outcome) of each record in `warden audit tail --json` output.
+pub fn audit_records(tail_json: &str) -> Vec<(String, String)> {
+    let tail: Value = serde_json::from_str(tail_json).expect("audit tail --json");
+    tail.as_array()
+        .or_else(|| tail["records"].as_array())
+        .expect("a list of records")
+        .iter()
+        .map(|r| {
+            (
+                r["request"].as_str().unwrap_or("").to_owned(),
+                r["outcome"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}

@@ -122,6 +122,61 @@ impl Catalog {
 
     /// Adds every tool of `skill` under `namespace`, all or nothing.
     pub fn install(&self, namespace: &str, skill: Skill) -> Result<Vec<String>, CatalogError> {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let added = Self::check(&entries, namespace, &skill)?;
+        // Replace the skill's previous tools (an update) atomically.
+        entries.retain(|_, e| e.skill.name() != skill.name());
+        let names = added.iter().map(|(n, _)| n.clone()).collect();
+        for (exposed, index) in added {
+            entries.insert(
+                exposed.clone(),
+                Entry {
+                    exposed,
+                    skill: skill.clone(),
+                    index,
+                },
+            );
+        }
+        drop(entries);
+        // No receivers is fine: nobody is connected.
+        let _ = self.changes.send(());
+        Ok(names)
+    }
+
+    /// Whether `skill` could be installed under `namespace` (names valid, short enough,
+    /// not colliding with another skill's tools), without installing it.
+    pub fn check_install(&self, namespace: &str, skill: &Skill) -> Result<(), CatalogError> {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Self::check(&entries, namespace, skill).map(|_| ())
+    }
+
+    /// Removes a skill's tools; whether it had any.
+    pub fn remove(&self, skill: &str) -> bool {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = entries.len();
+        entries.retain(|_, e| e.skill.name() != skill);
+        let removed = entries.len() != before;
+        drop(entries);
+        if removed {
+            let _ = self.changes.send(());
+        }
+        removed
+    }
+
+    fn check(
+        entries: &BTreeMap<String, Entry>,
+        namespace: &str,
+        skill: &Skill,
+    ) -> Result<Vec<(String, usize)>, CatalogError> {
         if !valid_segment(namespace) {
             return Err(CatalogError::BadName {
                 what: "namespace",
@@ -134,10 +189,6 @@ impl Catalog {
                 name: skill.name().to_owned(),
             });
         }
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut added = Vec::new();
         for (index, tool) in skill.tools().iter().enumerate() {
             let exposed = exposed_name(namespace, skill.name(), &tool.name);
@@ -161,23 +212,7 @@ impl Catalog {
             }
             added.push((exposed, index));
         }
-        // Replace the skill's previous tools (an update) atomically.
-        entries.retain(|_, e| e.skill.name() != skill.name());
-        let names = added.iter().map(|(n, _)| n.clone()).collect();
-        for (exposed, index) in added {
-            entries.insert(
-                exposed.clone(),
-                Entry {
-                    exposed,
-                    skill: skill.clone(),
-                    index,
-                },
-            );
-        }
-        drop(entries);
-        // No receivers is fine: nobody is connected.
-        let _ = self.changes.send(());
-        Ok(names)
+        Ok(added)
     }
 
     /// Tells subscribers the list may have changed (e.g. a new policy set).
@@ -231,6 +266,9 @@ pub struct GatewayOptions {
     pub audit: bool,
     /// Where the vault's root key comes from.
     pub vault: crate::vault::VaultConfig,
+    /// The runtime installed packages are compiled into (`None`: packages cannot be
+    /// installed through the admin API).
+    pub runtime: Option<crate::runtime::Runtime>,
 }
 
 /// Shared gateway state: catalog, store, policy, audit and rate limits. Private: reached
@@ -264,6 +302,10 @@ pub struct Gateway {
     vault: Arc<crate::vault::Vault>,
     /// The grants in force.
     grants: crate::vault::grants::Grants,
+    /// The runtime packages are installed into.
+    runtime: Option<crate::runtime::Runtime>,
+    /// The data directory.
+    data_dir: std::path::PathBuf,
 }
 
 /// Which agent opened each MCP session (2025-11-25 sessions), so a session id is only
@@ -491,7 +533,19 @@ impl Gateway {
             installs: RwLock::new(installs),
             policy: RwLock::new(Arc::new(policy)),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
+            runtime: options.runtime,
+            data_dir: data_dir.to_owned(),
         })
+    }
+
+    /// The runtime packages are installed into, if installs are enabled.
+    pub fn runtime(&self) -> Option<&crate::runtime::Runtime> {
+        self.runtime.as_ref()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     /// The installed tools.

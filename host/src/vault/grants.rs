@@ -1106,6 +1106,7 @@ mod tests {
                     digest: String::new(),
                     component: "http.wasm".into(),
                     workspaces: vec!["*".into()],
+                    package: None,
                 },
             )
             .unwrap();

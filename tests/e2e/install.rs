@@ -1,0 +1,281 @@
+//! Installing signed packages into running gateways with the real binaries: a registry,
+//! two `warden up` gateways, `warden trust`, `warden skill install|remove|rollback`, and an
+//! MCP client calling the installed tool. Refusals (untrusted namespace, unknown signer,
+//! flipped byte, no consent, changed tools without approval) install nothing and are
+//! audited; an installed package survives a restart; an upgrade that changes the tools
+//! waits for approval while the old version keeps serving.
+
+use crate::console::{call, list, warden as cli};
+use crate::gateway::Up;
+use crate::registry::{Registry, hello_tools, key_file, package_of};
+use crate::support::{audit_records, cli_fails as fails, cli_ok as ok, load};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use warden::runtime::SkillSettings;
+use warden_registry::SecretKey;
+use warden_registry::manifest::ToolDef;
+
+/// `ns/hello@version` holding `component`'s bytes with `tools`, asking for one host.
+fn package(
+    component: &str,
+    tools: &[ToolDef],
+    ns: &str,
+    version: &str,
+    key: &SecretKey,
+    dir: &Path,
+) -> PathBuf {
+    let asks = "\n[[capabilities.hosts]]\nhost = \"api.example.com\"\nmethods = [\"GET\"]\n";
+    package_of(component, tools, ns, version, asks, Some(key), dir)
+}
+
+fn install(
+    d: &Path,
+    reg: &Registry,
+    token: &str,
+    source: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let mut args = vec![
+        "skill",
+        "install",
+        source,
+        "--registry",
+        reg.url.as_str(),
+        "--registry-token",
+        token,
+    ];
+    args.extend_from_slice(extra);
+    cli(d, &args)
+}
+
+/// Posts a package to the admin API directly (the server's own checks, without the
+/// CLI's): (status, body).
+fn post_package(up: &Up, d: &Path, query: &str, package: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&up.addr).unwrap();
+    let head = format!(
+        "POST /admin/v1/packages{query} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\nContent-Type: application/zip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        up.addr,
+        crate::console::admin_token(d),
+        package.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(package).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, out)
+}
+
+fn greet(up: &Up, token: &str) -> (u16, String) {
+    let (status, _, body) = call(
+        &up.addr,
+        Some(token),
+        "acme_hello__greet",
+        json!({"name": "Ada"}),
+    );
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
+    let hello = hello_tools().await;
+    let text: Vec<ToolDef> = load("text", SkillSettings::default())
+        .await
+        .tools()
+        .iter()
+        .map(warden::packages::tool_def)
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let reg = Registry::start(&dir.join("registry"));
+    let (owner, owner_path) = key_file(dir, "owner.key");
+    let (stranger, _) = key_file(dir, "stranger.key");
+    let owner_pub = format!("{}.pub", owner_path.display());
+    ok(reg.run(
+        &[
+            "registry",
+            "namespace",
+            "create",
+            "acme",
+            "--owner",
+            &owner_pub,
+        ],
+        None,
+        dir,
+    ));
+    let publisher = ok(reg.run(&["registry", "token", "ci"], None, dir))
+        .trim()
+        .to_owned();
+    let reader = ok(reg.run(&["registry", "token", "gw", "--role", "reader"], None, dir))
+        .trim()
+        .to_owned();
+    let v1 = package("hello", &hello, "acme", "1.0.0", &owner, dir);
+    let v2 = package("text", &text, "acme", "1.1.0", &owner, dir);
+    for f in [&v1, &v2] {
+        ok(reg.run(
+            &["skill", "publish", f.to_str().unwrap()],
+            Some(&publisher),
+            dir,
+        ));
+    }
+
+    let d1 = dir.join("gw1");
+    let up = Up::start(&d1);
+    let token = up.token.clone().unwrap();
+    let tools_before = list(&up.addr, &token);
+    // Let the local agent call acme's tools too.
+    let policy = dir.join("p.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal == Warden::Agent::\"default/default/dev/local\", action, resource);",
+    )
+    .unwrap();
+    ok(cli(&d1, &["policy", "apply", policy.to_str().unwrap()]));
+
+    // Refused, nothing installed: untrusted namespace, unknown signer, a flipped byte, no
+    // consent.
+    fails(
+        install(&d1, &reg, &reader, "acme/hello", &["--accept"]),
+        "untrusted namespace `acme`",
+    );
+    ok(cli(&d1, &["trust", "add", "acme", "--key", &owner_pub]));
+    let strange = package("hello", &hello, "acme", "2.0.0", &stranger, dir);
+    fails(
+        install(&d1, &reg, &reader, strange.to_str().unwrap(), &["--accept"]),
+        "unknown signer",
+    );
+    let mut bytes = std::fs::read(&v1).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x04;
+    let flipped = dir.join("flipped.wsk");
+    std::fs::write(&flipped, bytes).unwrap();
+    fails(
+        install(&d1, &reg, &reader, flipped.to_str().unwrap(), &["--accept"]),
+        "package refused",
+    );
+    fails(
+        install(&d1, &reg, &reader, "acme/hello@1.0.0", &[]),
+        "pass --accept",
+    );
+    assert_eq!(list(&up.addr, &token), tools_before);
+    assert!(
+        !d1.join("packages").exists()
+            || std::fs::read_dir(d1.join("packages")).unwrap().count() == 0
+    );
+
+    // Installed from the registry, with its requested host granted in dev: live at once.
+    let out = ok(install(
+        &d1,
+        &reg,
+        &reader,
+        "acme/hello@1.0.0",
+        &["--accept", "--grant-scope", "default/default/dev"],
+    ));
+    assert!(out.contains("installed acme/hello@1.0.0"), "{out}");
+    let (status, body) = greet(&up, &token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello, Ada!"), "{body}");
+    let grants = ok(cli(&d1, &["grant", "list", "--skill", "hello"]));
+    assert!(grants.contains("api.example.com"), "{grants}");
+
+    // An upgrade whose tools differ waits for approval; the old version keeps serving.
+    // The server enforces it, and the reviewed digest, whatever the client does.
+    let v2_bytes = std::fs::read(&v2).unwrap();
+    let (status, body) = post_package(&up, &d1, "?accept=true", &v2_bytes);
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("keeps serving until the changes are approved"),
+        "{body}"
+    );
+    let (status, body) = post_package(
+        &up,
+        &d1,
+        &format!(
+            "?accept=true&approve_changes=true&digest={}",
+            "0".repeat(64)
+        ),
+        &v2_bytes,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("not the one that was reviewed"), "{body}");
+    fails(
+        install(&d1, &reg, &reader, "acme/hello@1.1.0", &["--accept"]),
+        "tools changed",
+    );
+    assert!(greet(&up, &token).1.contains("Hello, Ada!"));
+    ok(install(
+        &d1,
+        &reg,
+        &reader,
+        "acme/hello@1.1.0",
+        &["--accept", "--approve-changes"],
+    ));
+    let tools = list(&up.addr, &token);
+    assert!(tools.contains(&"acme_hello__stats".to_owned()), "{tools:?}");
+    assert!(
+        !tools.contains(&"acme_hello__greet".to_owned()),
+        "{tools:?}"
+    );
+    // Roll back to 1.0.0 (kept in the data directory, no registry needed).
+    ok(cli(&d1, &["skill", "rollback", "hello", "1.0.0"]));
+    assert!(greet(&up, &token).1.contains("Hello, Ada!"));
+
+    // Every install step and refusal is audited.
+    let records = audit_records(&ok(cli(&d1, &["audit", "tail", "-n", "100", "--json"])));
+    let installs = |outcome_ok: bool| {
+        records
+            .iter()
+            .filter(|(r, o)| {
+                r.starts_with("admin POST /admin/v1/packages") && (o == "ok") == outcome_ok
+            })
+            .count()
+    };
+    assert!(installs(false) >= 3, "refusals not audited: {records:?}");
+    assert!(installs(true) >= 4, "installs not audited: {records:?}");
+
+    // A second gateway installs the same digest.
+    let d2 = dir.join("gw2");
+    let up2 = Up::start(&d2);
+    ok(cli(&d2, &["trust", "add", "acme", "--key", &owner_pub]));
+    ok(install(
+        &d2,
+        &reg,
+        &reader,
+        "acme/hello@1.0.0",
+        &["--accept"],
+    ));
+    let sha = |d: &Path| {
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(cli(d, &["skill", "installed", "--json"]))).unwrap();
+        v["skills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "hello")
+            .unwrap()["package"]["sha256"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(sha(&d1), sha(&d2));
+    drop(up2);
+
+    // A restart loads it again; removing it takes its tools away.
+    up.stop();
+    let up = Up::start(&d1);
+    let (status, body) = greet(&up, &token);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Hello, Ada!"), "{body}");
+    ok(cli(&d1, &["skill", "remove", "hello"]));
+    assert!(
+        !list(&up.addr, &token)
+            .iter()
+            .any(|t| t.starts_with("acme_"))
+    );
+    fails(cli(&d1, &["skill", "remove", "http"]), "cannot be removed");
+}
