@@ -168,6 +168,26 @@ async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
             || std::fs::read_dir(d1.join("packages")).unwrap().count() == 0
     );
 
+    // A connected client (a 2025-11-25 session with its GET stream) hears about the
+    // install.
+    let session = crate::gateway::open_session(&up.addr, &token);
+    let (a, t) = (up.addr.clone(), token.clone());
+    let heard = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut tcp = crate::gateway::open_stream(&a, &t, &session);
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(120)))
+            .unwrap();
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains("notifications/tools/list_changed") {
+            match tcp.read(&mut buf) {
+                Ok(n) if n > 0 => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                _ => break,
+            }
+        }
+        seen
+    });
+
     // Installed from the registry, with its requested host granted in dev: live at once.
     let out = ok(install(
         &d1,
@@ -180,6 +200,8 @@ async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
     let (status, body) = greet(&up, &token);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Hello, Ada!"), "{body}");
+    let seen = heard.join().unwrap();
+    assert!(seen.contains("notifications/tools/list_changed"), "{seen}");
     let grants = ok(cli(&d1, &["grant", "list", "--skill", "hello"]));
     assert!(grants.contains("api.example.com"), "{grants}");
 
