@@ -39,7 +39,7 @@ fn ms(d: Duration) -> f64 {
 fn source(version: &str) -> Manifest {
     Manifest::parse_source(
         format!(
-            "namespace = \"acme\"\nname = \"text\"\nversion = \"{version}\"\ndescription = \"Text utilities\"\npublisher = \"Acme\"\n"
+            "namespace = \"acme\"\nname = \"words\"\nversion = \"{version}\"\ndescription = \"Text utilities\"\npublisher = \"Acme\"\n"
         )
         .as_bytes(),
     )
@@ -133,7 +133,10 @@ fn main() {
         .iter()
         .map(warden::packages::tool_def)
         .collect();
-    let key = SecretKey::generate().unwrap();
+    // One key for everything: the CLI's key file, read back here.
+    let key_path = dir.join("acme.key");
+    warden(&["key", "generate", "--out", key_path.to_str().unwrap()]);
+    let key = SecretKey::from_file_text(&std::fs::read_to_string(&key_path).unwrap()).unwrap();
     let mut policy = TrustPolicy::default();
     policy.trust("acme", TrustedSigner::Key(key.public()));
     println!(
@@ -154,14 +157,12 @@ fn main() {
     std::fs::create_dir_all(&skill_dir).unwrap();
     std::fs::write(
         skill_dir.join("skill.toml"),
-        "namespace = \"acme\"\nname = \"text\"\nversion = \"1.0.0\"\ndescription = \"Text utilities\"\npublisher = \"Acme\"\n",
+        "namespace = \"acme\"\nname = \"words\"\nversion = \"1.0.0\"\ndescription = \"Text utilities\"\npublisher = \"Acme\"\n",
     )
     .unwrap();
     std::fs::write(skill_dir.join("README.md"), "# text\n").unwrap();
     let component = dir.join("text.wasm");
     std::fs::write(&component, &text).unwrap();
-    let key_path = dir.join("acme.key");
-    warden(&["key", "generate", "--out", key_path.to_str().unwrap()]);
     let mut cli = Vec::new();
     for i in 0..10 {
         let out = dir.join(format!("p{i}.wsk"));
@@ -324,7 +325,7 @@ fn main() {
             d,
         ]);
         let mut tries = 0;
-        while !call_ok(&addr, &token, "acme_text__stats") {
+        while !call_ok(&addr, &token, "acme_words__stats") {
             tries += 1;
             assert!(tries < 1000, "the installed tool never answered");
             std::thread::sleep(Duration::from_millis(1));
