@@ -83,6 +83,13 @@ impl From<AuthError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
+/// The key (`namespace/name`) of the installed skill an operator named.
+fn resolve_skill(g: &Gateway, name: &str) -> Result<String, ApiError> {
+    g.store()
+        .resolve_skill(name)?
+        .map_err(|m| ApiError(StatusCode::NOT_FOUND, m))
+}
+
 fn bad(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
@@ -130,10 +137,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             )),
         )
         .route(
-            "/admin/v1/packages/{name}",
+            "/admin/v1/packages/remove",
             axum::routing::delete(remove_package),
         )
-        .route("/admin/v1/packages/{name}/rollback", post(rollback_package))
+        .route("/admin/v1/packages/rollback", post(rollback_package))
         .route(
             "/admin/v1/trust",
             get(list_trust).post(add_trust).delete(remove_trust),
@@ -353,15 +360,13 @@ async fn list_skills(State(g): Shared) -> ApiResult {
     let mut tools_of: std::collections::HashMap<String, Vec<String>> = Default::default();
     let mut health_of: std::collections::HashMap<String, Value> = Default::default();
     for e in g.catalog().list() {
-        health_of
-            .entry(e.skill.name().to_owned())
-            .or_insert_with(|| {
-                let h = e.skill.health();
-                json!({"healthy": h.healthy, "calls": h.calls,
+        health_of.entry(e.key.to_string()).or_insert_with(|| {
+            let h = e.skill.health();
+            json!({"healthy": h.healthy, "calls": h.calls,
                    "consecutive_traps": h.consecutive_traps, "last_error": h.last_error})
-            });
+        });
         tools_of
-            .entry(e.skill.name().to_owned())
+            .entry(e.key.to_string())
             .or_default()
             .push(e.exposed);
     }
@@ -369,10 +374,11 @@ async fn list_skills(State(g): Shared) -> ApiResult {
         .store()
         .skills()?
         .into_iter()
-        .map(|(name, r)| {
-            let tools = tools_of.remove(&name).unwrap_or_default();
-            let health = health_of.remove(&name).unwrap_or(Value::Null);
-            json!({"name": name, "namespace": r.namespace, "digest": r.digest,
+        .map(|(key, r)| {
+            let tools = tools_of.remove(&key).unwrap_or_default();
+            let health = health_of.remove(&key).unwrap_or(Value::Null);
+            let name = key.rsplit_once('/').map_or(key.as_str(), |(_, n)| n);
+            json!({"name": name, "id": key, "namespace": r.namespace, "digest": r.digest,
                    "workspaces": r.workspaces, "tools": tools, "health": health,
                    "package": r.package})
         })
@@ -396,12 +402,13 @@ async fn set_skill_workspaces(
     Path(name): Path<String>,
     Json(body): Json<WorkspacesBody>,
 ) -> ApiResult {
-    let (skill, workspaces) = (name.clone(), body.workspaces.clone());
+    let key = resolve_skill(&g, &name)?;
+    let (skill, workspaces) = (key.clone(), body.workspaces.clone());
     change(&slot, move |tx| {
         Ok(gateway::store_skill_workspaces(tx, &skill, workspaces)?)
     })
     .await?;
-    g.install_in(&name, body.workspaces.clone());
+    g.install_in(&key, body.workspaces.clone());
     Ok(Json(json!({"name": name, "workspaces": body.workspaces})).into_response())
 }
 
@@ -1091,7 +1098,11 @@ async fn list_grants(State(g): Shared, Query(f): Query<GrantFilter>) -> ApiResul
         .max()
         .unwrap_or(0);
     grants.retain(|r| f.all || r.removed.is_none());
-    grants.retain(|r| f.skill.as_deref().is_none_or(|s| r.skill == s));
+    let skill = match f.skill.as_deref() {
+        Some(s) => Some(g.store().resolve_skill(s)?.unwrap_or_else(|_| s.to_owned())),
+        None => None,
+    };
+    grants.retain(|r| skill.as_deref().is_none_or(|s| r.skill == s));
     grants.retain(|r| f.scope.as_deref().is_none_or(|s| r.scope == s));
     grants.sort_by_key(|r| r.revision);
     Ok(Json(json!({"revision": revision, "grants": grants})).into_response())
@@ -1212,6 +1223,7 @@ async fn add_trust(
     responses((status = 200, description = "The namespace's remaining trusted signers", body = Object),
               (status = 404, description = "That signer is not trusted for the namespace", body = Object)))]
 async fn remove_trust(
+    State(g): Shared,
     Extension(slot): Extension<AuditSlot>,
     Extension(admin): Extension<Admin>,
     Query(spec): Query<TrustSpec>,
@@ -1228,7 +1240,9 @@ async fn remove_trust(
         )?)
     })
     .await?;
-    Ok(Json(json!({ "signers": record.signers })).into_response())
+    // Packages that signer signed stop serving now, not at the next restart.
+    let withdrawn = crate::install::enforce_trust(&g)?;
+    Ok(Json(json!({ "signers": record.signers, "withdrawn": withdrawn })).into_response())
 }
 
 /// How an install was decided.
@@ -1282,19 +1296,30 @@ async fn install_package(
     Ok(Json(json!({"accepted": true, "review": review, "tools": tools})).into_response())
 }
 
-#[utoipa::path(delete, path = "/admin/v1/packages/{name}", tag = "packages",
-    params(("name" = String, Path, description = "The installed skill")),
+/// The installed skill a package route acts on.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct SkillQuery {
+    /// `namespace/name`, or the name when one namespace has it.
+    skill: String,
+}
+
+#[utoipa::path(delete, path = "/admin/v1/packages/remove", tag = "packages", params(SkillQuery),
     responses((status = 200, description = "Removed; its tools are gone from the next list", body = Object),
               (status = 404, description = "No such installed skill", body = Object)))]
 async fn remove_package(
     State(g): Shared,
     Extension(slot): Extension<AuditSlot>,
-    Path(name): Path<String>,
+    Extension(admin): Extension<Admin>,
+    Query(q): Query<SkillQuery>,
 ) -> ApiResult {
+    let name = q.skill;
     annotate(&slot, &name);
-    let n = name.clone();
-    let record = change(&slot, move |tx| Ok(crate::install::forget(tx, &n)?)).await?;
-    g.catalog().remove(&name);
+    let key = resolve_skill(&g, &name)?;
+    let n = key.clone();
+    let by = format!("admin:{}", admin.name);
+    let record = change(&slot, move |tx| Ok(crate::install::forget(tx, &n, &by)?)).await?;
+    g.catalog().remove(&key);
     let version = record.package.map(|p| p.version);
     Ok(Json(json!({"removed": name, "version": version})).into_response())
 }
@@ -1302,23 +1327,26 @@ async fn remove_package(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 struct RollbackQuery {
+    /// `namespace/name`, or the name when one namespace has it.
+    skill: String,
     /// The earlier installed version to activate.
     version: String,
 }
 
-#[utoipa::path(post, path = "/admin/v1/packages/{name}/rollback", tag = "packages",
-    params(("name" = String, Path, description = "The installed skill"), RollbackQuery),
+#[utoipa::path(post, path = "/admin/v1/packages/rollback", tag = "packages",
+    params(RollbackQuery),
     responses((status = 200, description = "The earlier version is live again", body = Object),
               (status = 404, description = "No such skill or earlier version", body = Object)))]
 async fn rollback_package(
     State(g): Shared,
     Extension(slot): Extension<AuditSlot>,
     Extension(admin): Extension<Admin>,
-    Path(name): Path<String>,
     Query(q): Query<RollbackQuery>,
 ) -> ApiResult {
+    let name = q.skill.clone();
     annotate(&slot, &format!("{name}@{}", q.version));
-    let bytes = crate::install::previous_file(&g, &name, &q.version)?;
+    let key = resolve_skill(&g, &name)?;
+    let bytes = crate::install::previous_file(&g, &key, &q.version)?;
     let staged = std::sync::Arc::new(crate::install::stage(&g, bytes).await?);
     // Going back to a version the operator installed before is the approval.
     let consent = crate::install::Consent {

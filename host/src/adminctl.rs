@@ -1313,27 +1313,52 @@ fn print_review(r: &Value) {
             .unwrap_or("");
         eprintln!("    {:<24} {first}", t["name"].as_str().unwrap_or(""));
     }
+    // Everything a consent grants, field by field: a credential sent somewhere is what an
+    // operator most needs to see.
     let caps = &r["capabilities"];
     let hosts = caps["hosts"].as_array().cloned().unwrap_or_default();
     let reveal = caps["reveal"].as_array().cloned().unwrap_or_default();
+    let strs = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect()
+    };
     if hosts.is_empty() && reveal.is_empty() {
         eprintln!("  asks for:  nothing (no network, no secrets)");
     } else {
         eprintln!("  asks for:");
         for h in hosts {
+            let methods = strs(&h["methods"]);
             eprintln!(
-                "    outbound {}://{}{}",
+                "    outbound {}://{}{} ({})",
                 h["scheme"].as_str().unwrap_or("https"),
                 h["host"].as_str().unwrap_or(""),
-                h["path_prefix"].as_str().unwrap_or("/")
+                h["path_prefix"].as_str().unwrap_or("/"),
+                if methods.is_empty() {
+                    "any method".to_owned()
+                } else {
+                    methods.join(",")
+                }
             );
-            for i in h["inject"].as_array().into_iter().flatten() {
-                eprintln!("      with header {}", i.as_str().unwrap_or(""));
+            for i in strs(&h["inject"]) {
+                eprintln!("      sends header      {i}");
+            }
+            for i in strs(&h["inject_query"]) {
+                eprintln!("      sends query       {i}");
+            }
+            if let Some(b) = h["basic_auth"].as_str() {
+                eprintln!("      sends basic auth  {b}");
             }
         }
         for s in reveal {
             eprintln!("    to read secret {} itself", s.as_str().unwrap_or(""));
         }
+    }
+    let limits = &caps["limits"];
+    if limits.as_object().is_some_and(|l| !l.is_empty()) {
+        eprintln!("  limits:    {limits}");
     }
     for change in r["tool_changes"].as_array().into_iter().flatten() {
         eprintln!("  CHANGED:   {}", change.as_str().unwrap_or(""));
@@ -1343,8 +1368,9 @@ fn print_review(r: &Value) {
 /// `warden skill remove`.
 pub async fn skill_remove(t: Target, name: String) -> Result<()> {
     let c = Client::new(&t)?;
+    let q = query_string(&[("skill", Some(name.clone()))]);
     let v = c
-        .call_strict("DELETE", &format!("/admin/v1/packages/{name}"))
+        .call_strict("DELETE", &format!("/admin/v1/packages/remove{q}"))
         .await?;
     print(t.json, &v, |v| {
         println!("removed {name} {}", v["version"].as_str().unwrap_or(""));
@@ -1355,9 +1381,12 @@ pub async fn skill_remove(t: Target, name: String) -> Result<()> {
 /// `warden skill rollback`.
 pub async fn skill_rollback(t: Target, name: String, version: String) -> Result<()> {
     let c = Client::new(&t)?;
-    let q = query_string(&[("version", Some(version.clone()))]);
+    let q = query_string(&[
+        ("skill", Some(name.clone())),
+        ("version", Some(version.clone())),
+    ]);
     let v = c
-        .call_strict("POST", &format!("/admin/v1/packages/{name}/rollback{q}"))
+        .call_strict("POST", &format!("/admin/v1/packages/rollback{q}"))
         .await?;
     print(t.json, &v, |_| println!("{name}@{version} is live again"));
     Ok(())

@@ -22,7 +22,7 @@
 //! Threat: rug pulls (a trusted skill's update that silently changes what its tools say or
 //! do), packages from untrusted signers, and capabilities granted without anyone agreeing.
 
-use crate::gateway::{Catalog, CatalogError, Gateway};
+use crate::gateway::{Catalog, CatalogError, Gateway, skill_key};
 use crate::packages::{self, ComponentError};
 use crate::runtime::{Runtime, Skill, SkillSettings};
 use crate::storage::{InstalledPackage, PreviousVersion, SkillRecord, Store, StoreError, Tables};
@@ -123,22 +123,12 @@ pub async fn stage(g: &Gateway, bytes: Vec<u8>) -> Result<Staged, InstallError> 
     let policy = packages::trust_policy(&**g.store())?;
     let verified = package.verify(&policy).map_err(refused)?;
     let m = &verified.package.manifest;
-    let replaces = g.store().skill(&m.name)?;
-    if let Some(rec) = &replaces {
-        if rec.namespace != m.namespace {
-            return Err(InstallError::Conflict(format!(
-                "a skill named `{}` is installed from namespace `{}`; remove it before installing {}",
-                m.name,
-                rec.namespace,
-                m.id()
-            )));
-        }
-        if rec.package.is_none() {
-            return Err(InstallError::Conflict(format!(
-                "`{}` is loaded by `warden up` itself (first-party or --dev-skill); a package cannot replace it",
-                m.name
-            )));
-        }
+    let replaces = g.store().skill(&skill_key(&m.namespace, &m.name))?;
+    if replaces.as_ref().is_some_and(|r| r.package.is_none()) {
+        return Err(InstallError::Conflict(format!(
+            "`{}/{}` is loaded by `warden up` itself (first-party or --dev-skill); a package cannot replace it",
+            m.namespace, m.name
+        )));
     }
     let skill = load(runtime, &verified.package).await?;
     g.catalog()
@@ -302,12 +292,13 @@ pub fn record(
             previous,
         }),
     };
-    tx.put_skill(&m.name, &record)?;
+    let key = skill_key(&m.namespace, &m.name);
+    tx.put_skill(&key, &record)?;
     if let Some(scope) = &consent.grant_scope {
         let c = &m.capabilities;
         for h in &c.hosts {
             let spec = GrantSpec {
-                skill: m.name.clone(),
+                skill: key.clone(),
                 scope: scope.clone(),
                 host: Some(h.host.clone()),
                 scheme: h.scheme.clone(),
@@ -323,7 +314,7 @@ pub fn record(
         }
         if !c.reveal.is_empty() {
             let spec = GrantSpec {
-                skill: m.name.clone(),
+                skill: key.clone(),
                 scope: scope.clone(),
                 reveal: c.reveal.clone(),
                 ..GrantSpec::default()
@@ -345,11 +336,12 @@ pub fn go_live(
         .catalog()
         .install(&m.namespace, staged.skill.clone())
         .map_err(|e| InstallError::Conflict(e.to_string()))?;
-    g.install_in(&m.name, record.workspaces.clone());
+    g.install_in(&skill_key(&m.namespace, &m.name), record.workspaces.clone());
     Ok(names)
 }
 
-/// The package file of an earlier version of an installed skill, for a rollback.
+/// The package file of an earlier version of the installed skill with key `name`, for a
+/// rollback.
 pub fn previous_file(g: &Gateway, name: &str, version: &str) -> Result<Vec<u8>, InstallError> {
     let rec = g
         .store()
@@ -379,8 +371,9 @@ pub fn previous_file(g: &Gateway, name: &str, version: &str) -> Result<Vec<u8>, 
     Ok(bytes)
 }
 
-/// Forgets an installed package's record in `tx` (its files stay for a later rollback).
-pub fn forget(tx: &impl Tables, name: &str) -> Result<SkillRecord, InstallError> {
+/// Forgets the record of the installed package with key `name` and removes its grants,
+/// in `tx` (its files stay for a later rollback).
+pub fn forget(tx: &impl Tables, name: &str, by: &str) -> Result<SkillRecord, InstallError> {
     let rec = tx
         .skill(name)?
         .ok_or_else(|| InstallError::NotFound(format!("no installed skill `{name}`")))?;
@@ -390,6 +383,12 @@ pub fn forget(tx: &impl Tables, name: &str) -> Result<SkillRecord, InstallError>
         )));
     }
     tx.remove_skill(name)?;
+    // Its grants go with it: a later install of the same name starts from nothing.
+    for (id, g) in tx.grants()? {
+        if g.skill == name && g.removed.is_none() {
+            grants::remove(tx, &id, by)?;
+        }
+    }
     Ok(rec)
 }
 
@@ -433,4 +432,27 @@ pub async fn load_installed(
         }
     }
     Ok(skipped)
+}
+
+/// Takes out of the catalog every installed package whose signer the trust policy no
+/// longer accepts (after a trust change); returns their keys. They stay recorded, and load
+/// again if the signer is trusted again and the gateway restarts or they are reinstalled.
+pub fn enforce_trust(g: &Gateway) -> Result<Vec<String>, StoreError> {
+    let policy = packages::trust_policy(&**g.store())?;
+    let mut removed = Vec::new();
+    for (key, rec) in g.store().skills()? {
+        let Some(installed) = &rec.package else {
+            continue;
+        };
+        let trusted = std::fs::read(package_path(g.data_dir(), &installed.sha256))
+            .ok()
+            .filter(|b| sha256_hex(b) == installed.sha256)
+            .and_then(|b| Package::read(&b, &Limits::default()).ok())
+            .is_some_and(|p| p.verify(&policy).is_ok());
+        if !trusted && g.catalog().remove(&key) {
+            tracing::warn!(skill = %key, "signer no longer trusted; its tools are withdrawn");
+            removed.push(key);
+        }
+    }
+    Ok(removed)
 }

@@ -430,7 +430,49 @@ impl Store {
             txn.open_table(VAULT)?;
             Ok(())
         })?;
+        store.migrate_skill_keys()?;
         Ok(store)
+    }
+
+    /// Skills are keyed `namespace/name` (so one name can be installed from several
+    /// namespaces); a store written before keys skills by bare name. Re-keys those skills
+    /// and the grants that name them, in one transaction.
+    fn migrate_skill_keys(&self) -> Result<(), StoreError> {
+        let bare: Vec<(String, SkillRecord)> = self
+            .skills()?
+            .into_iter()
+            .filter(|(k, _)| !k.contains('/'))
+            .collect();
+        if bare.is_empty() {
+            return Ok(());
+        }
+        let mut renamed = std::collections::HashMap::new();
+        let mut skills = Vec::new();
+        for (name, record) in bare {
+            let key = format!("{}/{name}", record.namespace);
+            skills.push((name.clone(), key.clone(), encode(&record)?));
+            renamed.insert(name, key);
+        }
+        let mut grants = Vec::new();
+        for (id, mut g) in self.grants()? {
+            if let Some(key) = renamed.get(&g.skill) {
+                g.skill.clone_from(key);
+                grants.push((id, encode(&g)?));
+            }
+        }
+        self.write(|txn| {
+            let mut table = txn.open_table(SKILLS)?;
+            for (old, new, bytes) in &skills {
+                table.remove(old.as_str())?;
+                table.insert(new.as_str(), bytes.as_slice())?;
+            }
+            drop(table);
+            let mut table = txn.open_table(GRANTS)?;
+            for (id, bytes) in &grants {
+                table.insert(id.as_str(), bytes.as_slice())?;
+            }
+            Ok(())
+        })
     }
 
     /// The database file.
@@ -551,11 +593,6 @@ impl Store {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(TOKENS).map_err(|e| self.db_err(e))?;
         table.len().map_err(|e| self.db_err(e))
-    }
-
-    /// All installed skills, by name.
-    pub fn skills(&self) -> Result<Vec<(String, SkillRecord)>, StoreError> {
-        self.all(SKILLS)
     }
 
     /// Every scope, by path.
@@ -908,7 +945,39 @@ pub trait Tables: sealed::Raw {
         })
     }
 
-    /// One installed skill.
+    /// The key (`namespace/name`) of an installed skill named `name`: `name` itself when it
+    /// is a key, else the one skill of that name. The inner error says what is wrong (not
+    /// installed, or installed from several namespaces).
+    fn resolve_skill(&self, name: &str) -> Result<Result<String, String>, StoreError> {
+        if self.skill(name)?.is_some() {
+            return Ok(Ok(name.to_owned()));
+        }
+        let suffix = format!("/{name}");
+        let matches: Vec<String> = self
+            .skills()?
+            .into_iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.ends_with(&suffix))
+            .collect();
+        Ok(match matches.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(format!(
+                "skill `{}` is not installed",
+                name.chars().take(64).collect::<String>()
+            )),
+            several => Err(format!(
+                "`{name}` is installed from several namespaces ({}); name one as namespace/name",
+                several.join(", ")
+            )),
+        })
+    }
+
+    /// Every installed skill, by key (`namespace/name`).
+    fn skills(&self) -> Result<Vec<(String, SkillRecord)>, StoreError> {
+        self.raw_all(SKILLS)
+    }
+
+    /// One installed skill, by key (`namespace/name`).
     fn skill(&self, name: &str) -> Result<Option<SkillRecord>, StoreError> {
         self.raw_get(SKILLS, name)
     }
@@ -1115,7 +1184,8 @@ mod tests {
         assert_eq!(store.token_by_id("tok_1").unwrap().unwrap().0, "abc");
         assert_eq!(store.token("nope").unwrap(), None);
         assert_eq!(store.token_count().unwrap(), 1);
-        assert_eq!(store.skills().unwrap()[0].0, "text");
+        // Stored under its bare name (as earlier versions did): re-keyed on open.
+        assert_eq!(store.skills().unwrap()[0].0, "warden/text");
         assert_eq!(store.last_audit().unwrap().unwrap().0, 1);
         assert_eq!(store.usage().unwrap()[0].1.calls, 1);
         assert_eq!(store.current_policy().unwrap().unwrap(), b"2");

@@ -108,11 +108,12 @@ async fn install_first_party(
             .with_context(|| format!("loading first-party skill `{name}`"))?;
         catalog.install(FIRST_PARTY_NAMESPACE, skill.clone())?;
         // Keep the operator's choice of workspaces across restarts and rebuilds.
+        let key = warden::gateway::skill_key(FIRST_PARTY_NAMESPACE, name);
         let workspaces = store
-            .skill(name)?
+            .skill(&key)?
             .map_or_else(|| vec!["*".to_owned()], |r| r.workspaces);
         store.put_skill(
-            name,
+            &key,
             &SkillRecord {
                 namespace: FIRST_PARTY_NAMESPACE.into(),
                 digest: skill.digest().to_owned(),
@@ -149,11 +150,12 @@ async fn install_dev_skills(
             .await
             .with_context(|| format!("loading --dev-skill {}", path.display()))?;
         catalog.install(DEV_NAMESPACE, skill.clone())?;
+        let key = warden::gateway::skill_key(DEV_NAMESPACE, &name);
         let workspaces = store
-            .skill(&name)?
+            .skill(&key)?
             .map_or_else(|| vec!["*".to_owned()], |r| r.workspaces);
         store.put_skill(
-            &name,
+            &key,
             &SkillRecord {
                 namespace: DEV_NAMESPACE.into(),
                 digest: skill.digest().to_owned(),

@@ -499,6 +499,21 @@ impl Manifest {
                     t.name
                 )));
             }
+            // Control characters (terminal escapes) could hide text from an operator who
+            // reviews the package in a terminal.
+            if t.description
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+                || t.annotations
+                    .title
+                    .as_ref()
+                    .is_some_and(|x| x.len() > MAX_TEXT || x.chars().any(char::is_control))
+            {
+                return Err(invalid(format!(
+                    "tool `{}`: the description or title holds control characters or is too long",
+                    t.name
+                )));
+            }
             t.to_def()?;
         }
         for required in [COMPONENT_ENTRY, README_ENTRY] {
@@ -711,6 +726,10 @@ mod tests {
                 "tool name",
             ),
             (text.replace(&"a".repeat(64), "zz"), "sha256"),
+            (
+                text.replace("Forecast for a city", "Forecast\\u001b[8m hidden"),
+                "control characters",
+            ),
         ];
         for (bad, why) in cases {
             let e = Manifest::parse(bad.as_bytes()).unwrap_err().to_string();

@@ -440,7 +440,29 @@ fn precheck_end_record(bytes: &[u8], limits: &Limits) -> Result<(), PackageError
         .rev()
         .find(|&i| bytes[i..i + 4] == EOCD)
         .ok_or_else(not_zip)?;
+    // The writer never adds an archive comment, so the record ends the file; an earlier
+    // "record" (a decoy a lenient parser might fall back to) is not accepted.
+    if at != bytes.len() - 22 {
+        return Err(PackageError::Corrupt(
+            "the zip end record is not at the end of the file (archive comments are not accepted)"
+                .into(),
+        ));
+    }
     let field = |off: usize| u16::from_le_bytes([bytes[at + off], bytes[at + off + 1]]);
+    let word = |off: usize| {
+        u32::from_le_bytes([
+            bytes[at + off],
+            bytes[at + off + 1],
+            bytes[at + off + 2],
+            bytes[at + off + 3],
+        ])
+    };
+    let (cd_size, cd_offset) = (u64::from(word(12)), u64::from(word(16)));
+    if cd_size > 64 << 10 || cd_offset.checked_add(cd_size) != Some(at as u64) {
+        return Err(PackageError::Corrupt(
+            "the central directory is not where the end record says, or is too large".into(),
+        ));
+    }
     let (on_disk, total) = (field(8), field(10));
     if at >= 20 && bytes[at - 20..at - 16] == ZIP64_LOCATOR || total == 0xffff {
         return Err(PackageError::Corrupt(

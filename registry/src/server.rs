@@ -387,8 +387,13 @@ async fn yank(
     Json(body): Json<YankBody>,
 ) -> Result<Json<Value>, ApiError> {
     let token = s.auth(&headers, Role::Publisher).await?;
-    if body.reason.trim().is_empty() || body.reason.len() > 1024 {
-        return Err(bad("a yank needs a reason of 1-1024 bytes"));
+    if body.reason.trim().is_empty()
+        || body.reason.len() > 1024
+        || body.reason.chars().any(char::is_control)
+    {
+        return Err(bad(
+            "a yank needs a reason of 1-1024 bytes without control characters",
+        ));
     }
     let by = if token.role == Role::Admin {
         format!("token {}", token.name)

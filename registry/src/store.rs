@@ -518,6 +518,20 @@ impl Store {
                     versions: BTreeMap::new(),
                 },
             };
+            // The signer is checked again here, in the transaction that records the
+            // version: a key revoked while its publish was being checked does not publish.
+            let ns = tx.open_table(NAMESPACES).map_err(dberr)?;
+            let current = match ns.get(namespace).map_err(dberr)? {
+                Some(v) => get::<Namespace>(v.value())?.is_current(&version.signer),
+                None => false,
+            };
+            drop(ns);
+            if !current {
+                return Err(StoreError::Conflict(format!(
+                    "the signing key {} is no longer a current key of namespace `{namespace}`",
+                    version.signer
+                )));
+            }
             if let Some(existing) = rec.versions.get(&version.version) {
                 return Err(StoreError::Conflict(format!(
                     "{key}@{} is already published (sha256 {}); versions are immutable: publish a new version",
@@ -691,6 +705,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let key = SecretKey::generate().unwrap();
+        let other = SecretKey::generate().unwrap();
+        store
+            .create_namespace("acme", key.public(), "admin")
+            .unwrap();
+        let e = store
+            .add_version("acme", "w", version("1.1.0", &other))
+            .unwrap_err();
+        assert!(e.to_string().contains("no longer a current key"), "{e}");
         store
             .add_version("acme", "w", version("1.1.0", &key))
             .unwrap();
@@ -727,7 +749,7 @@ mod tests {
             .into_iter()
             .map(|e| e.action)
             .collect();
-        assert_eq!(actions, ["publish", "publish", "yank"]);
+        assert_eq!(actions, ["namespace.create", "publish", "publish", "yank"]);
     }
 
     #[test]

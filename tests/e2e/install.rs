@@ -243,6 +243,29 @@ async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
         !tools.contains(&"acme_hello__greet".to_owned()),
         "{tools:?}"
     );
+    // The same skill name from another namespace installs beside it.
+    ok(cli(&d1, &["trust", "add", "globex", "--key", &owner_pub]));
+    let globex = package("hello", &hello, "globex", "1.0.0", &owner, dir);
+    ok(install(
+        &d1,
+        &reg,
+        &reader,
+        globex.to_str().unwrap(),
+        &["--accept"],
+    ));
+    let tools = list(&up.addr, &token);
+    assert!(
+        tools.contains(&"globex_hello__greet".to_owned()),
+        "{tools:?}"
+    );
+    assert!(tools.contains(&"acme_hello__stats".to_owned()), "{tools:?}");
+    fails(
+        cli(&d1, &["skill", "remove", "hello"]),
+        "installed from several namespaces",
+    );
+    ok(cli(&d1, &["skill", "remove", "globex/hello"]));
+    assert!(!list(&up.addr, &token).contains(&"globex_hello__greet".to_owned()));
+
     // Roll back to 1.0.0 (kept in the data directory, no registry needed).
     ok(cli(&d1, &["skill", "rollback", "hello", "1.0.0"]));
     assert!(greet(&up, &token).1.contains("Hello, Ada!"));
@@ -293,11 +316,26 @@ async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
     let (status, body) = greet(&up, &token);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("Hello, Ada!"), "{body}");
+    // Distrusting the signer withdraws its tools at once.
+    ok(cli(&d1, &["trust", "rm", "acme", "--key", &owner_pub]));
+    assert!(
+        !list(&up.addr, &token)
+            .iter()
+            .any(|t| t.starts_with("acme_"))
+    );
+    ok(cli(&d1, &["trust", "add", "acme", "--key", &owner_pub]));
+    let grants = ok(cli(&d1, &["grant", "list"]));
+    assert!(grants.contains("api.example.com"), "{grants}");
     ok(cli(&d1, &["skill", "remove", "hello"]));
     assert!(
         !list(&up.addr, &token)
             .iter()
             .any(|t| t.starts_with("acme_"))
+    );
+    let grants = ok(cli(&d1, &["grant", "list"]));
+    assert!(
+        !grants.contains("api.example.com"),
+        "grants outlived the skill: {grants}"
     );
     fails(cli(&d1, &["skill", "remove", "http"]), "cannot be removed");
 }

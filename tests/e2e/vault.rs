@@ -497,7 +497,7 @@ fn secrets_are_injected_denied_where_not_granted_and_never_leak() {
     denied(
         &prod,
         forbidden,
-        "no grant lets skill `http` reach this host",
+        "no grant lets skill `warden/http` reach this host",
         &mut seen,
     );
     denied(
@@ -521,7 +521,7 @@ fn secrets_are_injected_denied_where_not_granted_and_never_leak() {
     denied(
         &prod,
         format!("{base}/api/redirect"),
-        "no grant lets skill `http` reach this host",
+        "no grant lets skill `warden/http` reach this host",
         &mut seen,
     );
     assert_eq!(

@@ -263,7 +263,7 @@ impl Gateway {
             .catalog
             .list()
             .into_iter()
-            .filter(|e| self.installed_for(e.skill.name(), subject))
+            .filter(|e| self.installed_for(&e.key, subject))
             .filter(|e| policy.engine.may_call(subject, &target(e), &c))
             .collect();
         record.record().policies = vec![format!("policy-set-v{}", policy.version)];
@@ -311,7 +311,7 @@ impl Gateway {
         let Some(entry) = self
             .catalog
             .get(name)
-            .filter(|e| self.installed_for(e.skill.name(), subject))
+            .filter(|e| self.installed_for(&e.key, subject))
         else {
             self.finish(record, Outcome::UnknownTool).await?;
             return Err(Refusal::UnknownTool);
@@ -346,7 +346,7 @@ impl Gateway {
         }
         // What the call may reach: the skill's grants in the caller's environment.
         let env = caller.agent.rsplit_once('/').map_or("", |(env, _)| env);
-        let grants = match self.grants.for_call(entry.skill.name(), env) {
+        let grants = match self.grants.for_call(&entry.key, env) {
             Ok(set) => set,
             Err(e) => {
                 tracing::error!(error = %e, "grants could not be read; refusing call");
@@ -355,12 +355,7 @@ impl Gateway {
                 return Err(Refusal::StoreUnavailable);
             }
         };
-        let caps = Arc::new(CallGrants::new(
-            grants,
-            self.vault.clone(),
-            entry.skill.name(),
-            env,
-        ));
+        let caps = Arc::new(CallGrants::new(grants, self.vault.clone(), &entry.key, env));
         let ctx = CallContext {
             isolation_key: caller.agent.clone(),
             capabilities: Some(caps.clone()),

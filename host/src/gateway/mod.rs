@@ -81,6 +81,8 @@ pub fn exposed_name(namespace: &str, skill: &str, tool: &str) -> String {
 pub struct Entry {
     /// The exposed name.
     pub exposed: String,
+    /// The skill's key: `namespace/name` (what grants, workspaces and the store name it by).
+    pub key: Arc<str>,
     /// The skill that implements it.
     pub skill: Skill,
     /// Index of the tool in `skill.tools()`.
@@ -127,14 +129,16 @@ impl Catalog {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let added = Self::check(&entries, namespace, &skill)?;
+        let key: Arc<str> = Arc::from(skill_key(namespace, skill.name()));
         // Replace the skill's previous tools (an update) atomically.
-        entries.retain(|_, e| e.skill.name() != skill.name());
+        entries.retain(|_, e| e.key != key);
         let names = added.iter().map(|(n, _)| n.clone()).collect();
         for (exposed, index) in added {
             entries.insert(
                 exposed.clone(),
                 Entry {
                     exposed,
+                    key: key.clone(),
                     skill: skill.clone(),
                     index,
                 },
@@ -156,14 +160,15 @@ impl Catalog {
         Self::check(&entries, namespace, skill).map(|_| ())
     }
 
-    /// Removes a skill's tools; whether it had any.
+    /// Removes the tools of the skill with key `skill` (`namespace/name`); whether it had
+    /// any.
     pub fn remove(&self, skill: &str) -> bool {
         let mut entries = self
             .entries
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let before = entries.len();
-        entries.retain(|_, e| e.skill.name() != skill);
+        entries.retain(|_, e| e.key.as_ref() != skill);
         let removed = entries.len() != before;
         drop(entries);
         if removed {
@@ -177,6 +182,7 @@ impl Catalog {
         namespace: &str,
         skill: &Skill,
     ) -> Result<Vec<(String, usize)>, CatalogError> {
+        let key = skill_key(namespace, skill.name());
         if !valid_segment(namespace) {
             return Err(CatalogError::BadName {
                 what: "namespace",
@@ -202,12 +208,13 @@ impl Catalog {
             }
             // Exposed names are unique ignoring case: names that differ only by case are
             // refused rather than told apart.
-            if let Some(owner) = entries.values().find(|e| {
-                e.exposed.eq_ignore_ascii_case(&exposed) && e.skill.name() != skill.name()
-            }) {
+            if let Some(owner) = entries
+                .values()
+                .find(|e| e.exposed.eq_ignore_ascii_case(&exposed) && e.key.as_ref() != key)
+            {
                 return Err(CatalogError::Collision {
                     exposed,
-                    owner: owner.skill.name().to_owned(),
+                    owner: owner.key.to_string(),
                 });
             }
             added.push((exposed, index));
@@ -457,6 +464,11 @@ pub enum ApplyError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The key of skill `name` installed under `namespace`.
+pub fn skill_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// The policy target of a catalog entry.

@@ -78,7 +78,7 @@ impl PreparedCache {
 /// A grant as an operator asks for it (`warden grant add`, `POST /admin/v1/grants`).
 #[derive(Debug, Clone, Default, serde::Deserialize, serde::Serialize, utoipa::ToSchema)]
 pub struct GrantSpec {
-    /// The skill's name.
+    /// The skill: `namespace/name`, or its name when one namespace has it.
     pub skill: String,
     /// `tenant/workspace` or `tenant/workspace/environment`.
     pub scope: String,
@@ -374,12 +374,9 @@ pub fn add(tx: &impl Tables, spec: &GrantSpec, by: &str) -> Result<GrantRecord, 
         inject,
         reveal,
     } = spec.validate()?;
-    if tx.skill(&spec.skill)?.is_none() {
-        return Err(GrantError::NotFound(format!(
-            "skill `{}` is not installed",
-            spec.skill.chars().take(64).collect::<String>()
-        )));
-    }
+    let skill = tx
+        .resolve_skill(&spec.skill)?
+        .map_err(GrantError::NotFound)?;
     if tx.scope(&spec.scope)?.is_none() {
         return Err(GrantError::NotFound(format!(
             "scope `{}` does not exist",
@@ -393,7 +390,7 @@ pub fn add(tx: &impl Tables, spec: &GrantSpec, by: &str) -> Result<GrantRecord, 
             "grt_{}",
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id_bytes)
         ),
-        skill: spec.skill.clone(),
+        skill,
         scope: spec.scope.clone(),
         egress,
         inject,
