@@ -2,7 +2,8 @@
 //! digest, yank; namespaces, their keys and tokens; the event log.
 //!
 //! Invariants:
-//! - Every route needs a registry token (reader, publisher or admin); nothing is public.
+//! - Every route but `/v1/health` needs a registry token (reader, publisher or admin),
+//!   checked before a request body is read; nothing else is public.
 //! - A publish is accepted only if the package reads cleanly, its signature verifies, the
 //!   signing key is a current key of the manifest's namespace, the host's check (the
 //!   component's tools against the manifest) passes, and the version is new and not below
@@ -153,7 +154,6 @@ impl RegistryState {
 pub fn router(state: RegistryState) -> axum::Router {
     let body_cap = usize::try_from(state.limits.package).unwrap_or(usize::MAX);
     axum::Router::new()
-        .route("/v1/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/v1/packages", post(publish).get(search))
         .route("/v1/packages/{ns}/{name}", get(metadata))
         .route("/v1/packages/{ns}/{name}/{version}/yank", post(yank))
@@ -166,8 +166,28 @@ pub fn router(state: RegistryState) -> axum::Router {
         .route("/v1/namespaces/{ns}/keys", post(change_key))
         .route("/v1/tokens", post(issue_token))
         .route("/v1/events", get(events))
+        // Authenticated before any body is read: without a token nobody makes the
+        // registry buffer an upload.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_token,
+        ))
+        .route("/v1/health", get(|| async { Json(json!({"ok": true})) }))
         .layer(DefaultBodyLimit::max(body_cap))
         .with_state(state)
+}
+
+/// Refuses a request without a valid token before its handler reads the body (each
+/// handler then checks the role it needs).
+async fn require_token(
+    State(s): State<RegistryState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match s.auth(req.headers(), Role::Reader).await {
+        Ok(_) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 #[derive(Deserialize)]
