@@ -13,6 +13,9 @@ use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use std::path::Path;
 
+/// Largest answer read from a server.
+const MAX_ANSWER: usize = 64 << 20;
+
 /// Where a server is and how to authenticate to it.
 pub struct ApiClient {
     base: String,
@@ -103,7 +106,13 @@ impl ApiClient {
             .body(Full::new(Bytes::from(body)))?;
         let resp = send.send_request(req).await?;
         let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
+        // An answer is at most a package plus headroom; a server cannot make the CLI
+        // buffer more.
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the {}'s answer: {e}", self.what))?
+            .to_bytes();
         Ok((status, body))
     }
 }

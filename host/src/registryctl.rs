@@ -244,8 +244,19 @@ impl RegistryClient {
             .with_context(|| format!("{ns}/{name} has no version {version}"))?;
         let digest = entry["digest"]
             .as_str()
-            .context("no digest in the registry's answer")?
+            .filter(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()))
+            .context("no valid digest in the registry's answer")?
             .to_owned();
+        // The version names files on this machine: it must be a plain semver.
+        semver::Version::parse(&version)
+            .ok()
+            .filter(|_| version.len() <= 64)
+            .with_context(|| format!("the registry answered an invalid version {version:?}"))?;
+        if entry["signer_revoked"] == true {
+            bail!(
+                "{ns}/{name}@{version} was signed by a key its namespace has since revoked; refused"
+            );
+        }
         Ok((digest, version))
     }
 

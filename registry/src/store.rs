@@ -148,11 +148,11 @@ pub struct PackageRecord {
 }
 
 impl PackageRecord {
-    /// The newest version that is not yanked (semver order).
+    /// The newest version that is neither yanked nor a backport (semver order).
     pub fn latest(&self) -> Option<&Version> {
         self.versions
             .values()
-            .filter(|v| v.yanked.is_none())
+            .filter(|v| v.yanked.is_none() && !v.backport)
             .filter_map(|v| Some((semver::Version::parse(&v.version).ok()?, v)))
             .max_by(|a, b| a.0.cmp(&b.0))
             .map(|(_, v)| v)
@@ -742,7 +742,8 @@ mod tests {
             )
             .unwrap();
         let rec = store.package("acme", "w").unwrap().unwrap();
-        assert_eq!(rec.latest().unwrap().version, "1.0.5");
+        // A backport never becomes the latest, even when every newer version is yanked.
+        assert!(rec.latest().is_none());
         let actions: Vec<String> = store
             .events(0, 100)
             .unwrap()

@@ -341,6 +341,15 @@ async fn publish_search_pull_keys_and_yanks_through_the_registry() {
         .find(|l| l.trim_start().starts_with("1.1.0"))
         .unwrap();
     assert!(line.contains("SIGNER REVOKED"), "{out}");
+    // Clients refuse to fetch (and so to install) what a revoked key signed.
+    fails(
+        reg.run(
+            &["registry", "pull", "acme/hello@1.1.0"],
+            Some(&reader),
+            dir,
+        ),
+        "its namespace has since revoked",
+    );
 
     // Yank with the owner's key: recorded, and the latest falls back.
     ok(reg.run(
