@@ -78,6 +78,11 @@ pub enum RegistryCommand {
         #[arg(long, default_value = "publisher")]
         role: String,
     },
+    /// Revoke every registry token issued to NAME (admin); the next request with one fails.
+    RevokeToken {
+        /// Who the tokens were issued to.
+        name: String,
+    },
     /// Yank a version: it stays downloadable by digest but is never the latest.
     Yank {
         /// `NAMESPACE/NAME@VERSION`.
@@ -329,6 +334,8 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
     };
     let admin_file = dir.join(warden::datadir::ADMIN_TOKEN_FILE);
     if store.token_count()? == 0 || !admin_file.exists() {
+        // A lost admin.token is replaced, and the tokens it held stop working.
+        store.revoke_tokens("bootstrap", "registry serve")?;
         let secret = store.issue_token("bootstrap", Role::Admin, "registry serve")?;
         write_private_atomic(&admin_file, secret.as_bytes())?;
     }
@@ -519,6 +526,15 @@ pub async fn registry(t: RegistryTarget, cmd: RegistryCommand) -> Result<()> {
                 eprintln!(
                     "registry token for `{name}` ({role}); shown once, only its hash is stored"
                 );
+            });
+            Ok(())
+        }
+        RegistryCommand::RevokeToken { name } => {
+            let v = c
+                .call("POST", "/v1/tokens/revoke", Some(json!({ "name": name })))
+                .await?;
+            print(t.json, &v, |v| {
+                println!("revoked {} token(s) of `{name}`", v["revoked"]);
             });
             Ok(())
         }

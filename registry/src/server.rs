@@ -165,6 +165,7 @@ pub fn router(state: RegistryState) -> axum::Router {
         .route("/v1/namespaces/{ns}", get(namespace))
         .route("/v1/namespaces/{ns}/keys", post(change_key))
         .route("/v1/tokens", post(issue_token))
+        .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/events", get(events))
         // Authenticated before any body is read: without a token nobody makes the
         // registry buffer an upload.
@@ -597,6 +598,31 @@ async fn issue_token(
     Ok(Json(
         json!({ "name": body.name, "role": body.role, "token": secret }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    name: String,
+}
+
+async fn revoke_token(
+    State(s): State<RegistryState>,
+    headers: HeaderMap,
+    Json(body): Json<RevokeBody>,
+) -> Result<Json<Value>, ApiError> {
+    let token = s.auth(&headers, Role::Admin).await?;
+    let store = s.store.clone();
+    let actor = format!("token {}", token.name);
+    let name = body.name.clone();
+    let revoked = blocking(move || store.revoke_tokens(&name, &actor)).await?;
+    if revoked == 0 {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("no valid token named `{}`", body.name),
+        ));
+    }
+    Ok(Json(json!({ "name": body.name, "revoked": revoked })))
 }
 
 #[derive(Deserialize)]

@@ -660,6 +660,33 @@ impl Store {
         Ok(secret)
     }
 
+    /// Revokes every token issued to `name`; how many were still valid.
+    pub fn revoke_tokens(&self, name: &str, actor: &str) -> Result<usize, StoreError> {
+        let tx = self.db.begin_write().map_err(dberr)?;
+        let revoked = {
+            let mut t = tx.open_table(TOKENS).map_err(dberr)?;
+            let mut changed = Vec::new();
+            for row in t.iter().map_err(dberr)? {
+                let (k, v) = row.map_err(dberr)?;
+                let mut token: Token = get(v.value())?;
+                if token.name == name && token.revoked_at.is_none() {
+                    token.revoked_at = Some(now());
+                    changed.push((k.value().to_owned(), put(&token)?));
+                }
+            }
+            for (k, bytes) in &changed {
+                t.insert(k.as_str(), bytes.as_slice()).map_err(dberr)?;
+            }
+            changed.len()
+        };
+        Self::append_event(
+            &tx,
+            Event::new("token.revoke", actor, name, format!("{revoked} revoked")),
+        )?;
+        tx.commit().map_err(dberr)?;
+        Ok(revoked)
+    }
+
     /// The token a secret belongs to, if it is valid.
     pub fn token(&self, secret: &str) -> Result<Option<Token>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
@@ -803,6 +830,8 @@ mod tests {
         let secret = store.issue_token("ci", Role::Publisher, "admin").unwrap();
         assert_eq!(store.token(&secret).unwrap().unwrap().role, Role::Publisher);
         assert!(store.token("wrg_nope").unwrap().is_none());
+        assert_eq!(store.revoke_tokens("ci", "admin").unwrap(), 1);
+        assert!(store.token(&secret).unwrap().is_none());
         drop(store);
         let raw = std::fs::read(dir.path().join("registry.redb")).unwrap();
         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));

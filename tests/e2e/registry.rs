@@ -371,9 +371,16 @@ async fn publish_search_pull_keys_and_yanks_through_the_registry() {
         "{out}"
     );
 
+    // A revoked token stops working at once.
+    ok(reg.run(&["registry", "revoke-token", "ops"], None, dir));
+    fails(
+        reg.run(&["registry", "search", "greet"], Some(&reader), dir),
+        "401",
+    );
+
     // The event log (admin only) accounts for every change and refusal.
     fails(
-        reg.run(&["registry", "events"], Some(&reader), dir),
+        reg.run(&["registry", "events"], Some(&publisher), dir),
         "needs the Admin role",
     );
     let out = ok(reg.run(&["registry", "events", "--json"], None, dir));
