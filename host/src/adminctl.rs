@@ -290,20 +290,14 @@ impl Client {
 
     /// A call where a conflict (409) is an error too.
     async fn call_strict(&self, method: &str, path: &str) -> Result<Value> {
-        let (status, body) = self
-            .0
-            .request(method, path, Vec::new(), "application/json")
-            .await?;
-        json_or_error(status, &body, &[])
+        self.0.call(method, path, Vec::new(), &[]).await
     }
 
     /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
     async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
-        let (status, body) = self
-            .0
-            .request(method, path, bytes, "application/json")
-            .await?;
-        json_or_error(status, &body, &[http::StatusCode::CONFLICT])
+        self.0
+            .call(method, path, bytes, &[http::StatusCode::CONFLICT])
+            .await
     }
 }
 

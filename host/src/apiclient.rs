@@ -117,6 +117,20 @@ impl ApiClient {
     }
 }
 
+impl ApiClient {
+    /// A JSON call: the body (if any) as JSON; the answer as [`json_or_error`] reads it.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        also_ok: &[http::StatusCode],
+    ) -> Result<Value> {
+        let (status, answer) = self.request(method, path, body, "application/json").await?;
+        json_or_error(status, &answer, also_ok)
+    }
+}
+
 /// The body as JSON (or a JSON string of its text); a status that is not a success (nor
 /// one of `also_ok`) is an error carrying the API's message.
 pub fn json_or_error(

@@ -18,7 +18,6 @@
 use crate::apiclient::{ApiClient, Hints, json_or_error};
 use crate::packaging::{public_key, read_key, read_package_file};
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -207,24 +206,10 @@ impl RegistryClient {
         )?))
     }
 
-    /// One request; returns the status and body.
-    pub async fn request(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-        content_type: &str,
-    ) -> Result<(http::StatusCode, Bytes)> {
-        self.0.request(method, path, body, content_type).await
-    }
-
     /// A JSON call; a non-success status is an error carrying the API's message.
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        let (status, body) = self
-            .request(method, path, bytes, "application/json")
-            .await?;
-        json_or_error(status, &body, &[])
+        self.0.call(method, path, bytes, &[]).await
     }
 
     /// The digest and version of `NAMESPACE/NAME[@VERSION]` (the latest when no version is
@@ -268,6 +253,7 @@ impl RegistryClient {
     /// Downloads a package by digest and checks the digest.
     pub async fn download(&self, digest: &str) -> Result<Vec<u8>> {
         let (status, body) = self
+            .0
             .request(
                 "GET",
                 &format!("/v1/blobs/{digest}"),
@@ -410,7 +396,7 @@ pub async fn publish(t: RegistryTarget, file: &Path, backport: bool) -> Result<(
     } else {
         "/v1/packages"
     };
-    let (status, body) = c.request("POST", path, bytes, "application/zip").await?;
+    let (status, body) = c.0.request("POST", path, bytes, "application/zip").await?;
     let v = json_or_error(status, &body, &[])
         .with_context(|| format!("publishing {} was refused", file.display()))?;
     print(t.json, &v, |v| {

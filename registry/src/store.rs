@@ -404,25 +404,42 @@ impl Store {
         Ok(ns)
     }
 
-    /// A namespace.
-    pub fn namespace(&self, name: &str) -> Result<Option<Namespace>, StoreError> {
+    /// One record of `table`, decoded.
+    fn read_one<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(NAMESPACES).map_err(dberr)?;
-        t.get(name)
+        let t = tx.open_table(table).map_err(dberr)?;
+        t.get(key)
             .map_err(dberr)?
             .map(|v| get(v.value()))
             .transpose()
     }
 
-    /// Every namespace.
-    pub fn namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+    /// Every record of `table`, decoded, in key order.
+    fn read_all<T: for<'de> Deserialize<'de>>(
+        &self,
+        table: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>, StoreError> {
         let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(NAMESPACES).map_err(dberr)?;
+        let t = tx.open_table(table).map_err(dberr)?;
         let mut out = Vec::new();
         for row in t.iter().map_err(dberr)? {
             out.push(get(row.map_err(dberr)?.1.value())?);
         }
         Ok(out)
+    }
+
+    /// A namespace.
+    pub fn namespace(&self, name: &str) -> Result<Option<Namespace>, StoreError> {
+        self.read_one(NAMESPACES, name)
+    }
+
+    /// Every namespace.
+    pub fn namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
+        self.read_all(NAMESPACES)
     }
 
     /// Adds or revokes a key of a namespace, at revision `revision` (the change applies
@@ -607,23 +624,12 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<PackageRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(PACKAGES).map_err(dberr)?;
-        t.get(format!("{namespace}/{name}").as_str())
-            .map_err(dberr)?
-            .map(|v| get(v.value()))
-            .transpose()
+        self.read_one(PACKAGES, &format!("{namespace}/{name}"))
     }
 
     /// Every package.
     pub fn packages(&self) -> Result<Vec<PackageRecord>, StoreError> {
-        let tx = self.db.begin_read().map_err(dberr)?;
-        let t = tx.open_table(PACKAGES).map_err(dberr)?;
-        let mut out = Vec::new();
-        for row in t.iter().map_err(dberr)? {
-            out.push(get(row.map_err(dberr)?.1.value())?);
-        }
-        Ok(out)
+        self.read_all(PACKAGES)
     }
 
     /// Issues a token; returns its secret (shown once).
