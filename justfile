@@ -15,3 +15,7 @@ skill path:
 # runtime benchmark (criterion + percentile pass; figures go to docs/benchmarks.md)
 bench:
     cargo bench -p warden --bench runtime
+
+# rebuild and sign the first-party packages embedded in the binary (docs/first-party-skills.md)
+release-skills key:
+    bash skills/packages/release.sh {{key}}

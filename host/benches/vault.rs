@@ -68,6 +68,7 @@ fn main() {
                 component: "http.wasm".into(),
                 workspaces: vec!["*".into()],
                 package: None,
+                embedded: None,
             },
         )
         .unwrap();

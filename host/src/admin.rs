@@ -145,6 +145,10 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/admin/v1/trust",
             get(list_trust).post(add_trust).delete(remove_trust),
         )
+        .route(
+            "/admin/v1/trust/sigstore-root",
+            axum::routing::put(pin_sigstore_root).delete(unpin_sigstore_root),
+        )
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -380,7 +384,7 @@ async fn list_skills(State(g): Shared) -> ApiResult {
             let name = key.rsplit_once('/').map_or(key.as_str(), |(_, n)| n);
             json!({"name": name, "id": key, "namespace": r.namespace, "digest": r.digest,
                    "workspaces": r.workspaces, "tools": tools, "health": health,
-                   "package": r.package})
+                   "package": r.package, "embedded": r.embedded})
         })
         .collect();
     Ok(Json(json!({ "skills": skills })).into_response())
@@ -1193,7 +1197,46 @@ async fn list_trust(State(g): Shared) -> ApiResult {
         .into_iter()
         .map(|(ns, r)| json!({"namespace": ns, "signers": r.signers, "updated_at": r.updated_at, "updated_by": r.updated_by}))
         .collect();
-    Ok(Json(json!({ "trust": trust })).into_response())
+    let root = g.store().sigstore_root()?.map(
+        |r| json!({"sha256": r.sha256, "updated_at": r.updated_at, "updated_by": r.updated_by}),
+    );
+    Ok(Json(json!({ "trust": trust, "sigstore_root": root })).into_response())
+}
+
+#[utoipa::path(put, path = "/admin/v1/trust/sigstore-root", tag = "packages",
+    request_body(content = Object, description = "A Sigstore `trusted_root.json` (at most 1 MiB)"),
+    responses((status = 200, description = "Pinned; Sigstore-signed packages are verified against it", body = Object),
+              (status = 400, description = "Not a usable trusted root (the reason is named)", body = Object)))]
+async fn pin_sigstore_root(
+    State(g): Shared,
+    Extension(slot): Extension<AuditSlot>,
+    Extension(admin): Extension<Admin>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let json = String::from_utf8(body.to_vec()).map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "the trusted root is not UTF-8".into(),
+        )
+    })?;
+    annotate(&slot, "sigstore-root");
+    let by = format!("admin:{}", admin.name);
+    let record = change(&slot, move |tx| {
+        Ok(crate::packages::pin_sigstore_root(tx, &json, &by)?)
+    })
+    .await?;
+    // Installed packages the new root no longer verifies stop serving now.
+    let withdrawn = crate::install::enforce_trust(&g)?;
+    Ok(Json(json!({ "sha256": record.sha256, "withdrawn": withdrawn })).into_response())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/trust/sigstore-root", tag = "packages",
+    responses((status = 200, description = "Unpinned: every Sigstore-signed package is refused", body = Object)))]
+async fn unpin_sigstore_root(State(g): Shared, Extension(slot): Extension<AuditSlot>) -> ApiResult {
+    annotate(&slot, "sigstore-root");
+    change(&slot, move |tx| Ok(tx.put_sigstore_root(None)?)).await?;
+    let withdrawn = crate::install::enforce_trust(&g)?;
+    Ok(Json(json!({ "sha256": null, "withdrawn": withdrawn })).into_response())
 }
 
 #[utoipa::path(post, path = "/admin/v1/trust", tag = "packages", request_body = TrustSpec,
@@ -1385,6 +1428,7 @@ async fn openapi() -> Response {
         test_policy, query_audit, verify_audit, usage, vault_status, vault_seal, vault_unseal,
         vault_rotate, vault_check, list_secrets, set_secret, secret_history, remove_secret,
         list_grants, add_grant, remove_grant, list_trust, add_trust, remove_trust,
+        pin_sigstore_root, unpin_sigstore_root,
         install_package, remove_package, rollback_package, metrics,
         openapi
     ),

@@ -84,10 +84,22 @@ pub async fn skill_workspaces(
     let v = c.call("GET", "/admin/v1/skills", None).await?;
     print(t.json, &v, |v| {
         for s in v["skills"].as_array().into_iter().flatten() {
+            // Installed packages and the first-party (embedded) ones carry a version and
+            // a signer; `--dev-skill` components carry neither.
+            let origin = [("package", "installed"), ("embedded", "built in")]
+                .into_iter()
+                .find_map(|(field, how)| {
+                    let p = s.get(field).filter(|p| p.is_object())?;
+                    Some(format!(
+                        "{} {how}, signed by {}",
+                        p["version"].as_str().unwrap_or("?"),
+                        p["signer"].as_str().unwrap_or("?")
+                    ))
+                })
+                .unwrap_or_else(|| "unsigned local component".to_owned());
             println!(
-                "{:<16} {:<10} workspaces={} tools={}",
-                s["name"].as_str().unwrap_or(""),
-                s["namespace"].as_str().unwrap_or(""),
+                "{:<24} {origin}; workspaces={} tools={}",
+                s["id"].as_str().unwrap_or(""),
                 s["workspaces"],
                 s["tools"].as_array().map_or(0, Vec::len)
             );
@@ -256,8 +268,18 @@ pub enum TrustCommand {
     Add(SignerArgs),
     /// Stop trusting a signer for a namespace.
     Rm(SignerArgs),
-    /// List the trusted signers of every namespace.
+    /// List the trusted signers of every namespace (and the pinned Sigstore root).
     List,
+    /// Pin the Sigstore trusted root (`trusted_root.json`) that Sigstore-signed packages
+    /// are verified against, offline; `--remove` unpins it (they are all refused then).
+    SigstoreRoot {
+        /// The trusted root file (e.g. the public-good instance's, or your own deployment's).
+        #[arg(required_unless_present = "remove")]
+        file: Option<PathBuf>,
+        /// Unpin the root.
+        #[arg(long, conflicts_with = "file")]
+        remove: bool,
+    },
 }
 
 struct Client(ApiClient);
@@ -291,6 +313,11 @@ impl Client {
     /// A call where a conflict (409) is an error too.
     async fn call_strict(&self, method: &str, path: &str) -> Result<Value> {
         self.0.call(method, path, Vec::new(), &[]).await
+    }
+
+    /// [`Client::call_strict`] with a body.
+    async fn call_strict_body(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Value> {
+        self.0.call(method, path, body, &[]).await
     }
 
     /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
@@ -1149,6 +1176,40 @@ pub async fn trust(t: Target, cmd: TrustCommand) -> Result<()> {
                 for ns in v["trust"].as_array().into_iter().flatten() {
                     println!("{}", ns["namespace"].as_str().unwrap_or(""));
                     print_signers(ns);
+                }
+                match v["sigstore_root"]["sha256"].as_str() {
+                    Some(sha) => println!("sigstore trusted root: sha256 {sha}"),
+                    None => println!(
+                        "sigstore trusted root: none pinned (Sigstore-signed packages are refused)"
+                    ),
+                }
+            });
+        }
+        TrustCommand::SigstoreRoot { file, remove } => {
+            let v = match file.filter(|_| !remove) {
+                Some(file) => {
+                    let json = std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?;
+                    c.call_strict_body("PUT", "/admin/v1/trust/sigstore-root", json)
+                        .await?
+                }
+                None => {
+                    c.call_strict("DELETE", "/admin/v1/trust/sigstore-root")
+                        .await?
+                }
+            };
+            print(t.json, &v, |v| {
+                match v["sha256"].as_str() {
+                    Some(sha) => println!("pinned the Sigstore trusted root (sha256 {sha})"),
+                    None => println!(
+                        "no Sigstore trusted root is pinned; Sigstore-signed packages are refused"
+                    ),
+                }
+                for w in v["withdrawn"].as_array().into_iter().flatten() {
+                    println!(
+                        "withdrawn (no longer verifies): {}",
+                        w.as_str().unwrap_or("")
+                    );
                 }
             });
         }

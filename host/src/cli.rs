@@ -38,9 +38,6 @@ enum Command {
         /// Host name clients use to reach the gateway, besides localhost (repeatable).
         #[arg(long = "public-host")]
         public_hosts: Vec<String>,
-        /// Rebuild the first-party skills from source.
-        #[arg(long)]
-        rebuild_skills: bool,
         /// Issue and print another local-agent token (the first is shown only once).
         #[arg(long)]
         issue_token: bool,
@@ -168,6 +165,11 @@ enum KeyCommand {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Print the public key (`ed25519:...`) of a key file.
+    Public {
+        /// The key file.
+        key: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -198,6 +200,10 @@ enum SkillCommand {
         /// Never install the offline toolchain; print the commands instead.
         #[arg(long)]
         no_install: bool,
+        /// Build through a fixed path so the bytes do not depend on where the sources are
+        /// (Linux; see docs/first-party-skills.md).
+        #[arg(long)]
+        reproducible: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -220,6 +226,9 @@ enum SkillCommand {
         /// Cargo target directory for the wasm build.
         #[arg(long, env = warden::env::WASM_TARGET_DIR)]
         target_dir: Option<PathBuf>,
+        /// Build reproducibly (see `skill build --reproducible`).
+        #[arg(long)]
+        reproducible: bool,
     },
     /// Install a signed package into the running gateway: review what it asks for, accept,
     /// and its tools are live without a restart.
@@ -261,8 +270,13 @@ enum SkillCommand {
         /// The package.
         file: PathBuf,
         /// The signing key file.
-        #[arg(long)]
-        key: PathBuf,
+        #[arg(long, required_unless_present = "sigstore_bundle")]
+        key: Option<PathBuf>,
+        /// Attach this Sigstore bundle instead: made over the package's `skill.toml`
+        /// (`warden skill inspect FILE --manifest > skill.toml`, then e.g. `cosign
+        /// sign-blob skill.toml --bundle skill.sigstore.json`).
+        #[arg(long, conflicts_with = "key")]
+        sigstore_bundle: Option<PathBuf>,
         /// Write the signed package here (default: in place).
         #[arg(long, short)]
         out: Option<PathBuf>,
@@ -273,9 +287,13 @@ enum SkillCommand {
     Verify {
         /// The package.
         file: PathBuf,
-        /// Trust this signer for this namespace: `NAMESPACE=ed25519:KEY` (repeatable).
+        /// Trust this signer for this namespace: `NAMESPACE=ed25519:KEY` or
+        /// `NAMESPACE=sigstore:SAN|ISSUER` (repeatable).
         #[arg(long)]
         trust: Vec<String>,
+        /// Verify a Sigstore bundle against this trusted root (`trusted_root.json`).
+        #[arg(long)]
+        sigstore_root: Option<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -288,6 +306,9 @@ enum SkillCommand {
         /// Print as JSON.
         #[arg(long)]
         json: bool,
+        /// Print a package's `skill.toml` exactly as signed (to sign it with Sigstore).
+        #[arg(long, conflicts_with = "json")]
+        manifest: bool,
     },
     /// Call one tool of a component in the sandbox, as the gateway would.
     Call {
@@ -338,7 +359,6 @@ pub fn main() -> Result<()> {
             listen,
             allowed_origins,
             public_hosts,
-            rebuild_skills,
             issue_token,
             drain_secs,
             rate_limit,
@@ -364,7 +384,6 @@ pub fn main() -> Result<()> {
                 allowed_origins,
                 extra_hosts: public_hosts,
             },
-            rebuild_skills,
             issue_token,
             drain: std::time::Duration::from_secs(drain_secs),
             rate_limit,
@@ -388,6 +407,10 @@ pub fn main() -> Result<()> {
         }
         Command::Skill(cmd) => rt.block_on(skill(cmd)),
         Command::Key(KeyCommand::Generate { out }) => packaging::key_generate(&out),
+        Command::Key(KeyCommand::Public { key }) => {
+            println!("{}", packaging::read_key(&key)?.public());
+            Ok(())
+        }
         Command::Registry { target, command } => {
             rt.block_on(registryctl::registry(target, command))
         }
@@ -417,14 +440,16 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             target_dir,
             out,
             no_install,
+            reproducible,
             json,
-        } => build(&path, target_dir, out, no_install, json).await,
+        } => build(&path, target_dir, out, no_install, reproducible, json).await,
         SkillCommand::Pack {
             dir,
             component,
             out,
             key,
             target_dir,
+            reproducible,
         } => {
             packaging::pack(packaging::PackOptions {
                 dir,
@@ -432,6 +457,7 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
                 out,
                 key,
                 target_dir,
+                reproducible,
             })
             .await
         }
@@ -447,12 +473,36 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             backport,
             target,
         } => registryctl::publish(target, &file, backport).await,
-        SkillCommand::Sign { file, key, out } => packaging::sign(&file, &key, out.as_deref()),
-        SkillCommand::Verify { file, trust, json } => packaging::verify(&file, &trust, json).await,
-        SkillCommand::Inspect { file, json } => {
+        SkillCommand::Sign {
+            file,
+            key,
+            sigstore_bundle,
+            out,
+        } => match (key, sigstore_bundle) {
+            (Some(key), _) => packaging::sign(&file, &key, out.as_deref()),
+            (None, Some(bundle)) => packaging::attach_sigstore(&file, &bundle, out.as_deref()),
+            (None, None) => bail!("give --key KEY or --sigstore-bundle FILE"),
+        },
+        SkillCommand::Verify {
+            file,
+            trust,
+            sigstore_root,
+            json,
+        } => packaging::verify(&file, &trust, sigstore_root.as_deref(), json).await,
+        SkillCommand::Inspect {
+            file,
+            json,
+            manifest,
+        } => {
             let wasm = packaging::read_package_file(&file)?;
             if packaging::is_package(&wasm) {
+                if manifest {
+                    return packaging::print_manifest(&file, &wasm);
+                }
                 return packaging::inspect(&file, &wasm, json);
+            }
+            if manifest {
+                bail!("{} is a component, not a package", file.display());
             }
             let skill = load(&file, &wasm, SkillSettings::default()).await?;
             print_summary(&skill, &file, wasm.len(), json);
@@ -505,6 +555,7 @@ async fn build(
     target_dir: Option<PathBuf>,
     out: Option<PathBuf>,
     no_install: bool,
+    reproducible: bool,
     json: bool,
 ) -> Result<()> {
     if !path.join("Cargo.toml").exists() {
@@ -528,8 +579,9 @@ async fn build(
         );
     }
     let (crate_dir, tdir) = (path.to_owned(), target_dir.clone());
+    let mode = toolchain::Mode::reproducible_if(reproducible);
     let built =
-        tokio::task::spawn_blocking(move || toolchain::build(&toolchain, &crate_dir, &tdir))
+        tokio::task::spawn_blocking(move || toolchain::build(&toolchain, &crate_dir, &tdir, mode))
             .await??;
     let wasm_path = match out {
         Some(out) => {

@@ -21,10 +21,6 @@ pub const AUDIT_JOURNAL_FILE: &str = "audit.journal";
 pub const ADMIN_TOKEN_FILE: &str = "admin.token";
 /// The running gateway's base URL, for the CLI.
 pub const ENDPOINT_FILE: &str = "endpoint";
-/// Installed skill components.
-pub const SKILLS_DIR: &str = "skills";
-/// The wasm build directory of the first-party skills.
-pub const BUILD_DIR: &str = "build";
 /// Package files of skills installed with `warden skill install` (by SHA-256; earlier
 /// versions are kept for rollback).
 pub const PACKAGES_DIR: &str = "packages";

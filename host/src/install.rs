@@ -291,6 +291,7 @@ pub fn record(
             installed_by: consent.by.clone(),
             previous,
         }),
+        embedded: None,
     };
     let key = skill_key(&m.namespace, &m.name);
     tx.put_skill(&key, &record)?;

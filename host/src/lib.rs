@@ -14,6 +14,7 @@ pub mod audit;
 pub mod auth;
 pub mod datadir;
 pub mod env;
+pub mod first_party;
 pub mod gateway;
 pub mod identity;
 pub mod install;

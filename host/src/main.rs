@@ -41,6 +41,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     no_huge_pages();
+    // rustls is built with two crypto providers (ring, which warden's own TLS uses, and
+    // aws-lc-rs, which the Sigstore verifier's HTTP client brings): name the default so no
+    // configuration built without an explicit provider can fail to choose.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     match cli::main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,8 +1,8 @@
 //! Skill packages meet the gateway: a package's component is loaded (compiled, linked and
 //! asked for its tools) and its declared tools are compared with the manifest's, field by
 //! field, before anything else trusts the manifest's description of them; and the
-//! gateway's trust policy (which signers may sign for which namespaces) is kept in the
-//! store.
+//! gateway's trust policy (which signers may sign for which namespaces, and the pinned
+//! Sigstore trusted root) is kept in the store.
 //!
 //! Invariants: a package whose component declares other tools than its signed manifest
 //! lists is refused, with every difference named (the manifest is what operators review
@@ -14,9 +14,12 @@
 //! operator never chose to trust.
 
 use crate::runtime::{LoadError, Runtime, Skill, SkillSettings, ToolInfo};
-use crate::storage::{StoreError, Tables, TrustRecord};
+use crate::storage::{StoreError, Tables, TrustRecord, TrustRootRecord};
+use std::sync::{Arc, Mutex};
 use warden_registry::manifest::{Annotations, ToolDef, diff_tools, valid_name};
-use warden_registry::{ManifestError, Package, TrustPolicy, TrustedSigner};
+use warden_registry::{
+    ManifestError, Package, SigstoreError, SigstoreRoot, TrustPolicy, TrustedSigner,
+};
 
 /// Why a package's component was refused.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,9 @@ pub enum TrustError {
     Store(#[from] StoreError),
 }
 
-/// The gateway's trust policy, from the store.
+/// The gateway's trust policy, from the store: the signers per namespace and the pinned
+/// Sigstore trusted root. A pinned root that no longer parses is left out (Sigstore-signed
+/// packages are then refused, naming the reason), never trusted partly.
 pub fn trust_policy(tables: &impl Tables) -> Result<TrustPolicy, StoreError> {
     let mut policy = TrustPolicy::default();
     for (ns, record) in tables.trust()? {
@@ -117,8 +122,51 @@ pub fn trust_policy(tables: &impl Tables) -> Result<TrustPolicy, StoreError> {
             policy.trust(&ns, signer);
         }
     }
+    if let Some(record) = tables.sigstore_root()? {
+        match sigstore_root(&record) {
+            Ok(root) => policy.sigstore_root = Some(root),
+            Err(e) => tracing::warn!(error = %e, "the pinned Sigstore trusted root is not usable"),
+        }
+    }
     Ok(policy)
 }
+
+/// The parsed root of `record`, parsed once per pinned root (building a verifier loads the
+/// system's CA store, too slow to repeat per package).
+fn sigstore_root(record: &TrustRootRecord) -> Result<Arc<SigstoreRoot>, SigstoreError> {
+    static CACHE: Mutex<Option<Arc<SigstoreRoot>>> = Mutex::new(None);
+    let mut cache = CACHE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(root) = cache.as_ref().filter(|r| r.sha256() == record.sha256) {
+        return Ok(root.clone());
+    }
+    let root = Arc::new(SigstoreRoot::parse(record.json.as_bytes())?);
+    *cache = Some(root.clone());
+    Ok(root)
+}
+
+/// Pins `json` as the Sigstore trusted root (refused unless it parses into a usable root).
+pub fn pin_sigstore_root(
+    tables: &impl Tables,
+    json: &str,
+    by: &str,
+) -> Result<TrustRootRecord, TrustError> {
+    let root =
+        SigstoreRoot::parse(json.as_bytes()).map_err(|e| TrustError::Invalid(e.to_string()))?;
+    let record = TrustRootRecord {
+        json: json.to_owned(),
+        sha256: root.sha256().to_owned(),
+        updated_at: crate::identity::now_secs(),
+        updated_by: by.to_owned(),
+    };
+    tables.put_sigstore_root(Some(&record))?;
+    Ok(record)
+}
+
+/// Namespaces no trust-policy entry may name: the first-party skills' (only the binary's
+/// release key signs for it) and that of `warden up --dev-skill`.
+pub const RESERVED_NAMESPACES: &[&str] = &[crate::first_party::NAMESPACE, "dev"];
 
 /// Trusts `signer` for `namespace` (no change if it already is).
 pub fn trust_add(
@@ -130,6 +178,11 @@ pub fn trust_add(
     if !valid_name(namespace) {
         return Err(TrustError::Invalid(format!(
             "{namespace:?} is not a namespace: use 1-40 of a-z, 0-9 and '-', starting with a letter"
+        )));
+    }
+    if RESERVED_NAMESPACES.contains(&namespace) {
+        return Err(TrustError::Invalid(format!(
+            "namespace `{namespace}` is reserved: `warden` holds the first-party skills, signed by the key compiled into the binary, and `dev` the local components of `warden up --dev-skill`"
         )));
     }
     if let TrustedSigner::Sigstore { san, issuer } = &signer

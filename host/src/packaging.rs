@@ -1,5 +1,6 @@
-//! The author's package commands: `warden key generate`, `warden skill pack`, `sign`,
-//! `verify`, and `inspect` of a package file.
+//! The author's package commands: `warden key generate`, `warden skill pack`, `sign` (with
+//! an ed25519 key, or by attaching a Sigstore bundle), `verify` (a Sigstore bundle against a
+//! trusted root given on the command line), and `inspect` of a package file.
 //!
 //! Invariants: a signing key file is created 0600 and never overwritten, and a key file
 //! that other users can read is refused; `pack` and `verify` load the component and refuse
@@ -18,7 +19,7 @@ use warden::packages;
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use warden_registry::manifest::{self, README_ENTRY};
 use warden_registry::{
-    Limits, Manifest, Package, PublicKey, SecretKey, TrustPolicy, TrustedSigner, sign,
+    Limits, Manifest, Package, PublicKey, SecretKey, SigstoreRoot, TrustPolicy, TrustedSigner, sign,
 };
 
 /// File extension of skill packages.
@@ -103,6 +104,8 @@ pub struct PackOptions {
     pub key: Option<PathBuf>,
     /// Cargo target directory for the wasm build.
     pub target_dir: Option<PathBuf>,
+    /// Build through the fixed path of a reproducible build.
+    pub reproducible: bool,
 }
 
 /// `warden skill pack`.
@@ -122,7 +125,7 @@ pub async fn pack(opts: PackOptions) -> Result<()> {
     let key = opts.key.as_deref().map(read_key).transpose()?;
     let component_path = match opts.component {
         Some(p) => p,
-        None => build(&opts.dir, opts.target_dir).await?,
+        None => build(&opts.dir, opts.target_dir, opts.reproducible).await?,
     };
     let wasm = std::fs::read(&component_path)
         .with_context(|| format!("reading {}", component_path.display()))?;
@@ -159,7 +162,7 @@ pub async fn pack(opts: PackOptions) -> Result<()> {
     Ok(())
 }
 
-async fn build(dir: &Path, target_dir: Option<PathBuf>) -> Result<PathBuf> {
+async fn build(dir: &Path, target_dir: Option<PathBuf>, reproducible: bool) -> Result<PathBuf> {
     if !dir.join("Cargo.toml").exists() {
         bail!(
             "{} has no Cargo.toml to build; pass the built component with --component FILE",
@@ -170,8 +173,10 @@ async fn build(dir: &Path, target_dir: Option<PathBuf>) -> Result<PathBuf> {
     let target_dir = target_dir.unwrap_or_else(|| dir.join("target"));
     eprintln!("building {} with the {}", dir.display(), tc.describe());
     let crate_dir = dir.to_owned();
-    let built = tokio::task::spawn_blocking(move || toolchain::build(&tc, &crate_dir, &target_dir))
-        .await??;
+    let mode = toolchain::Mode::reproducible_if(reproducible);
+    let built =
+        tokio::task::spawn_blocking(move || toolchain::build(&tc, &crate_dir, &target_dir, mode))
+            .await??;
     Ok(built.wasm)
 }
 
@@ -195,30 +200,90 @@ pub fn sign(file: &Path, key: &Path, out: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// Parses `--trust NAMESPACE=SIGNER` arguments (`ed25519:...`).
+/// `warden skill sign --sigstore-bundle`: attaches a Sigstore bundle made over the
+/// package's `skill.toml` (checked when the package is verified against a trusted root).
+pub fn attach_sigstore(file: &Path, bundle: &Path, out: Option<&Path>) -> Result<()> {
+    let bytes = read_package_file(file)?;
+    let pkg = Package::read(&bytes, &Limits::default())
+        .with_context(|| format!("{} is refused", file.display()))?;
+    let text = std::fs::read(bundle).with_context(|| format!("reading {}", bundle.display()))?;
+    let json: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a Sigstore bundle (JSON)", bundle.display()))?;
+    let signed = pkg.with_sigstore_bundle(json)?;
+    // The result must still read (the signature entry has a size cap).
+    Package::read(&signed, &Limits::default())
+        .with_context(|| format!("{} cannot be attached", bundle.display()))?;
+    let out = out.unwrap_or(file);
+    write_atomic(out, &signed)?;
+    println!("{}", out.display());
+    eprintln!(
+        "attached the Sigstore bundle to {}; package sha256 {} (verify it with `warden skill verify {} --sigstore-root trusted_root.json`)",
+        pkg.manifest.id(),
+        warden_registry::sign::sha256_hex(&signed),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `warden skill inspect --manifest`: the package's `skill.toml`, byte for byte.
+pub fn print_manifest(file: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let pkg = Package::read(bytes, &Limits::default())
+        .with_context(|| format!("{} is refused", file.display()))?;
+    std::io::stdout().write_all(&pkg.manifest_bytes)?;
+    Ok(())
+}
+
+/// Parses `--trust NAMESPACE=SIGNER` arguments (`ed25519:...` or `sigstore:SAN|ISSUER`).
 pub fn trust_policy(args: &[String]) -> Result<TrustPolicy> {
     let mut policy = TrustPolicy::default();
     for a in args {
-        let (ns, key) = a
-            .split_once('=')
-            .with_context(|| format!("--trust {a:?}: expected NAMESPACE=ed25519:KEY"))?;
+        let (ns, signer) = a.split_once('=').with_context(|| {
+            format!(
+                "--trust {a:?}: expected NAMESPACE=ed25519:KEY or NAMESPACE=sigstore:SAN|ISSUER"
+            )
+        })?;
         if !manifest::valid_name(ns) {
             bail!("--trust {a:?}: {ns:?} is not a namespace");
         }
-        policy.trust(ns, TrustedSigner::Key(key.parse()?));
+        let signer = match signer.strip_prefix("sigstore:") {
+            Some(id) => {
+                let (san, issuer) = id
+                    .rsplit_once('|')
+                    .filter(|(s, i)| !s.is_empty() && !i.is_empty())
+                    .with_context(|| format!("--trust {a:?}: expected sigstore:SAN|ISSUER"))?;
+                TrustedSigner::Sigstore {
+                    san: san.to_owned(),
+                    issuer: issuer.to_owned(),
+                }
+            }
+            None => TrustedSigner::Key(signer.parse()?),
+        };
+        policy.trust(ns, signer);
     }
     Ok(policy)
 }
 
-/// `warden skill verify`: structure, digests, signature, the component's tools, and the
-/// signer against `--trust` when given.
-pub async fn verify(file: &Path, trust: &[String], json: bool) -> Result<()> {
+/// `warden skill verify`: structure, digests, signature (a Sigstore bundle against
+/// `--sigstore-root`), the component's tools, and the signer against `--trust` when given.
+pub async fn verify(
+    file: &Path,
+    trust: &[String],
+    sigstore_root: Option<&Path>,
+    json: bool,
+) -> Result<()> {
     let policy = trust_policy(trust)?;
+    let root = sigstore_root
+        .map(|p| -> Result<SigstoreRoot> {
+            let json = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            SigstoreRoot::parse(&json).with_context(|| format!("{}", p.display()))
+        })
+        .transpose()?;
     let bytes = read_package_file(file)?;
     let pkg = Package::read(&bytes, &Limits::default())
         .with_context(|| format!("{} is refused", file.display()))?;
     let signer = pkg
-        .signer()
+        .signer_with(root.as_ref())
         .with_context(|| format!("{} is refused", file.display()))?;
     if !trust.is_empty() {
         policy
@@ -246,7 +311,7 @@ pub async fn verify(file: &Path, trust: &[String], json: bool) -> Result<()> {
         );
         if trust.is_empty() {
             println!(
-                "   signer NOT checked against a trust policy (pass --trust {}=ed25519:... to check it)",
+                "   signer NOT checked against a trust policy (pass --trust {}=ed25519:... or =sigstore:SAN|ISSUER to check it)",
                 pkg.manifest.namespace
             );
         } else {
@@ -298,8 +363,13 @@ pub fn inspect(file: &Path, bytes: &[u8], json: bool) -> Result<()> {
     println!("{} ({})", m.id(), file.display());
     println!("  {}", m.description);
     println!("  publisher: {}", m.publisher);
+    let sigstore = pkg.signature.as_ref().is_some_and(|s| s.sigstore.is_some());
     match &signer {
         Ok(s) => println!("  signer:    {s} (signature valid; trust is checked on install)"),
+        Err(_) if sigstore => println!(
+            "  signer:    a Sigstore bundle, not verified here (`warden skill verify {} --sigstore-root trusted_root.json`)",
+            file.display()
+        ),
         Err(e) => println!("  signer:    NONE VALID ({e})"),
     }
     println!("  package:   sha256 {} ({} bytes)", pkg.digest, pkg.size);

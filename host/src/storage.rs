@@ -42,6 +42,8 @@ const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
 /// Namespace -> [`TrustRecord`]: who may sign packages for it.
 const TRUST: TableDefinition<&str, &[u8]> = TableDefinition::new("trust");
+/// `sigstore` -> [`TrustRootRecord`]: the pinned Sigstore trusted root.
+const TRUST_ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("trust_roots");
 /// `keyring` -> the vault's keyring (master key versions wrapped by the root key).
 const VAULT: TableDefinition<&str, &[u8]> = TableDefinition::new("vault");
 /// Store metadata (`schema` -> format version).
@@ -126,6 +128,20 @@ pub struct SkillRecord {
     /// first-party and `--dev-skill` skills `warden up` loads itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<InstalledPackage>,
+    /// For a first-party skill: the signed package compiled into the binary it came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedded: Option<EmbeddedPackage>,
+}
+
+/// The embedded, release-signed package a first-party skill was loaded from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmbeddedPackage {
+    /// Its version.
+    pub version: String,
+    /// SHA-256 of the package file.
+    pub sha256: String,
+    /// The release key that signed it.
+    pub signer: String,
 }
 
 /// The signed package an installed skill came from.
@@ -229,6 +245,20 @@ pub struct TrustRecord {
     /// When it last changed (seconds since the epoch).
     pub updated_at: u64,
     /// Who changed it.
+    pub updated_by: String,
+}
+
+/// The pinned Sigstore trusted root (`trusted_root.json`), which Sigstore-signed packages
+/// are verified against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustRootRecord {
+    /// The JSON, as pinned.
+    pub json: String,
+    /// Its SHA-256 (hex).
+    pub sha256: String,
+    /// When it was pinned (seconds since the epoch).
+    pub updated_at: u64,
+    /// Who pinned it.
     pub updated_by: String,
 }
 
@@ -427,6 +457,7 @@ impl Store {
             txn.open_table(SECRETS)?;
             txn.open_table(GRANTS)?;
             txn.open_table(TRUST)?;
+            txn.open_table(TRUST_ROOTS)?;
             txn.open_table(VAULT)?;
             Ok(())
         })?;
@@ -1090,6 +1121,22 @@ pub trait Tables: sealed::Raw {
         put(self, TRUST, namespace, record)
     }
 
+    /// The pinned Sigstore trusted root, if any.
+    fn sigstore_root(&self) -> Result<Option<TrustRootRecord>, StoreError> {
+        self.raw_get(TRUST_ROOTS, "sigstore")
+    }
+
+    /// Pins (or, with `None`, unpins) the Sigstore trusted root.
+    fn put_sigstore_root(&self, record: Option<&TrustRootRecord>) -> Result<(), StoreError> {
+        match record {
+            Some(r) => put(self, TRUST_ROOTS, "sigstore", r),
+            None => self.raw_write(|txn| {
+                txn.open_table(TRUST_ROOTS)?.remove("sigstore")?;
+                Ok(())
+            }),
+        }
+    }
+
     /// The vault's keyring, once initialised.
     fn keyring(&self) -> Result<Option<KeyringRecord>, StoreError> {
         self.raw_get(VAULT, "keyring")
@@ -1147,6 +1194,7 @@ mod tests {
                         component: "skills/text.wasm".into(),
                         workspaces: vec!["*".into()],
                         package: None,
+                        embedded: None,
                     },
                 )
                 .unwrap();

@@ -279,8 +279,141 @@ fn crate_names(manifest: &Path) -> Result<(String, String), ToolchainError> {
     Ok((package, lib_name))
 }
 
+/// `--remap-path-prefix` rules for the paths a build compiles into the component: the
+/// source tree ([`source_root`]), the target directory (generated sources) and cargo's home
+/// (the registry sources).
+fn remap_flags(crate_dir: &Path, target_dir: &Path) -> Vec<String> {
+    // Lexically absolute, not canonical: a reproducible build reaches the sources through
+    // a fixed link, and that link is the path to remap.
+    let crate_dir = std::path::absolute(crate_dir).unwrap_or_else(|_| crate_dir.to_owned());
+    let target_dir = std::path::absolute(target_dir).unwrap_or_else(|_| target_dir.to_owned());
+    // rustc applies the last matching rule: the more specific ones go last.
+    let mut flags = vec![
+        format!(
+            "--remap-path-prefix={}=/src",
+            source_root(&crate_dir).display()
+        ),
+        format!("--remap-path-prefix={}=/target", target_dir.display()),
+    ];
+    if let Some(home) = std::env::var_os(warden::env::CARGO_HOME)
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os(warden::env::HOME).map(|h| PathBuf::from(h).join(".cargo")))
+    {
+        let home = home.canonicalize().unwrap_or(home);
+        flags.push(format!("--remap-path-prefix={}=/cargo", home.display()));
+    }
+    flags
+}
+
+/// How a build reaches its sources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Where they are.
+    Plain,
+    /// Through [`REPRODUCIBLE_LINK`], so the component's bytes do not depend on where the
+    /// checkout is (cargo hashes the absolute path of a path dependency outside the
+    /// crate's workspace, such as the SDK, into every symbol, which reorders the output).
+    Reproducible,
+}
+
+impl Mode {
+    /// [`Mode::Reproducible`] when `reproducible`, else [`Mode::Plain`].
+    pub fn reproducible_if(reproducible: bool) -> Self {
+        if reproducible {
+            Self::Reproducible
+        } else {
+            Self::Plain
+        }
+    }
+}
+
+/// The fixed path a reproducible build reaches the source tree through (a link to it, in
+/// a 0700 directory owned by the user, held under a lock for the build).
+pub const REPRODUCIBLE_LINK: &str = "/tmp/warden-reproducible/src";
+
 /// Builds the skill crate at `crate_dir` in release mode into `target_dir`.
 pub fn build(
+    toolchain: &Toolchain,
+    crate_dir: &Path,
+    target_dir: &Path,
+    mode: Mode,
+) -> Result<Built, ToolchainError> {
+    match mode {
+        Mode::Plain => build_at(toolchain, crate_dir, target_dir),
+        Mode::Reproducible => build_reproducible(toolchain, crate_dir, target_dir),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn build_reproducible(
+    toolchain: &Toolchain,
+    crate_dir: &Path,
+    target_dir: &Path,
+) -> Result<Built, ToolchainError> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let io = |what: &str, e: std::io::Error| ToolchainError::Crate(format!("{what}: {e}"));
+    let crate_dir = std::path::absolute(crate_dir).map_err(|e| io("the crate path", e))?;
+    let root = source_root(&crate_dir);
+    let rel = crate_dir.strip_prefix(&root).unwrap_or(Path::new(""));
+    let link = Path::new(REPRODUCIBLE_LINK);
+    let dir = link.parent().unwrap_or(Path::new("/tmp"));
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(&dir.display().to_string(), e)),
+    }
+    // Another user's directory (or a link planted in its place) could point the build at
+    // other sources: use only our own private directory.
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+    if !meta.is_dir()
+        || meta.uid() != rustix::process::geteuid().as_raw()
+        || meta.mode() & 0o077 != 0
+    {
+        return Err(ToolchainError::Crate(format!(
+            "{} is not a private directory of this user; remove it to build reproducibly",
+            dir.display()
+        )));
+    }
+    let lock = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("lock"))
+        .map_err(|e| io("the build lock", e))?;
+    lock.lock().map_err(|e| io("the build lock", e))?;
+    match std::fs::remove_file(link) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(REPRODUCIBLE_LINK, e)),
+    }
+    std::os::unix::fs::symlink(&root, link).map_err(|e| io(REPRODUCIBLE_LINK, e))?;
+    let built = build_at(toolchain, &link.join(rel), target_dir);
+    drop(lock);
+    built
+}
+
+#[cfg(not(target_os = "linux"))]
+fn build_reproducible(
+    _toolchain: &Toolchain,
+    _crate_dir: &Path,
+    _target_dir: &Path,
+) -> Result<Built, ToolchainError> {
+    Err(ToolchainError::Crate(
+        "reproducible builds are supported on Linux only".into(),
+    ))
+}
+
+/// The repository holding `crate_dir` (the nearest ancestor with `.git`, so that path
+/// dependencies such as the SDK are inside it too), or else the crate itself.
+fn source_root(crate_dir: &Path) -> PathBuf {
+    crate_dir
+        .ancestors()
+        .find(|d| d.join(".git").exists())
+        .unwrap_or(crate_dir)
+        .to_owned()
+}
+
+fn build_at(
     toolchain: &Toolchain,
     crate_dir: &Path,
     target_dir: &Path,
@@ -316,7 +449,12 @@ pub fn build(
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir)
         .env("CARGO_TERM_COLOR", "never");
+    // Reproducible output: the paths compiled into the component (panic locations) name
+    // the source tree and cargo's registry by fixed prefixes, not by where they happen to
+    // be on this machine.
+    let mut rustflags = remap_flags(crate_dir, target_dir);
     if let Toolchain::Debian { linker_dir } = toolchain {
+        rustflags.push(format!("-L{WASI_LIBC}"));
         let path = std::env::var_os(warden::env::PATH).unwrap_or_default();
         let mut paths = vec![linker_dir.join("gcc-ld")];
         paths.extend(std::env::split_paths(&path));
@@ -328,9 +466,9 @@ pub fn build(
             .env(
                 "CARGO_TARGET_WASM32_WASIP2_LINKER",
                 linker_dir.join("wasm-component-ld"),
-            )
-            .env("RUSTFLAGS", format!("-L {WASI_LIBC}"));
+            );
     }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", rustflags.join("\u{1f}"));
     let status = cmd.status().map_err(|source| ToolchainError::Spawn {
         cmd: format!("{cmd:?}"),
         source,

@@ -1,16 +1,17 @@
-//! `warden up`: initialise or reuse a data directory, install the first-party skills, and on
+//! `warden up`: initialise or reuse a data directory, load the first-party skills (signed
+//! packages compiled into the binary, see [`warden::first_party`]), and on
 //! first start create the default tenant/workspace/`dev` environment with the `local` agent,
 //! the starter policy (version 1), the local agent's service token (printed once) and the
 //! bootstrap admin token (`admin.token`, for the CLI); then serve until SIGINT/SIGTERM.
 //!
 //! Invariants: the data directory is 0700 and every file holding keys or tokens is 0600;
 //! the local agent's token is printed once and only its hash is stored; a later start reuses
-//! the installed components and the compile cache, so it does not rebuild or recompile.
+//! the compile cache, so it does not recompile; nothing here reads a source tree or needs a
+//! wasm toolchain.
 
-use crate::toolchain::{self, Install};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -22,13 +23,9 @@ use warden::gateway::{Catalog, Gateway, GatewayOptions};
 use warden::identity::LOCAL_AGENT;
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
 use warden::storage::TokenKind;
-use warden::storage::{SkillRecord, Store, Tables};
+use warden::storage::{EmbeddedPackage, SkillRecord, Store, Tables};
 use warden::transport::http::{self, HttpState};
-
-/// First-party skills installed by `warden up`, under the `warden` namespace.
-pub const FIRST_PARTY: &[&str] = &["http", "text"];
-/// Namespace of first-party skills.
-pub const FIRST_PARTY_NAMESPACE: &str = "warden";
+use warden::{first_party, packages};
 
 /// Options of `warden up`.
 #[derive(Debug, Clone)]
@@ -39,8 +36,6 @@ pub struct UpOptions {
     pub listen: SocketAddr,
     /// Origins and host names `/mcp` accepts beyond the defaults.
     pub access: http::AccessRules,
-    /// Rebuild the first-party skills from source even if installed.
-    pub rebuild_skills: bool,
     /// Issue another local-agent token even though one exists.
     pub issue_token: bool,
     /// How long in-flight calls may finish after a shutdown signal.
@@ -58,68 +53,37 @@ pub struct UpOptions {
     pub dev_skills: Vec<PathBuf>,
 }
 
-fn skills_source() -> Result<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../skills");
-    if !dir.exists() {
-        bail!(
-            "the first-party skill sources ({}) are not available to build from",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// Builds (if needed) and installs the first-party skills.
-async fn install_first_party(
-    runtime: &Runtime,
-    store: &Store,
-    catalog: &Catalog,
-    data_dir: &Path,
-    rebuild: bool,
-) -> Result<()> {
-    let skills_dir = data_dir.join(datadir::SKILLS_DIR);
-    create_private_dir(&skills_dir)?;
-    let mut toolchain = None;
-    for name in FIRST_PARTY {
-        let component = skills_dir.join(format!("{name}.wasm"));
-        if rebuild || !component.exists() {
-            if toolchain.is_none() {
-                toolchain = Some(
-                    tokio::task::spawn_blocking(|| toolchain::resolve(Install::IfPossible))
-                        .await??,
-                );
-            }
-            let Some(tc) = toolchain.clone() else {
-                continue;
-            };
-            let src = skills_source()?.join(name);
-            let target = std::env::var_os(warden::env::WASM_TARGET_DIR)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| data_dir.join(datadir::BUILD_DIR));
-            eprintln!("warden: building first-party skill `{name}`...");
-            let built =
-                tokio::task::spawn_blocking(move || toolchain::build(&tc, &src, &target)).await??;
-            std::fs::copy(&built.wasm, &component)?;
-        }
-        let wasm = std::fs::read(&component)?;
-        let skill = runtime
-            .load(name, &wasm, SkillSettings::default())
-            .await
-            .with_context(|| format!("loading first-party skill `{name}`"))?;
-        catalog.install(FIRST_PARTY_NAMESPACE, skill.clone())?;
-        // Keep the operator's choice of workspaces across restarts and rebuilds.
-        let key = warden::gateway::skill_key(FIRST_PARTY_NAMESPACE, name);
+/// Loads the first-party skills from the signed packages compiled into the binary (each
+/// verified under the release key and checked against its manifest; compiled once into
+/// the data directory's cache) and records them in the store.
+async fn install_first_party(runtime: &Runtime, store: &Store, catalog: &Catalog) -> Result<()> {
+    for embedded in first_party::PACKAGES {
+        let package = embedded.verify()?;
+        let skill =
+            packages::load_checked(runtime, embedded.name, &package, SkillSettings::default())
+                .await
+                .with_context(|| {
+                    format!("loading first-party skill `{}`", package.manifest.id())
+                })?;
+        catalog.install(first_party::NAMESPACE, skill.clone())?;
+        // Keep the operator's choice of workspaces across restarts and upgrades.
+        let key = warden::gateway::skill_key(first_party::NAMESPACE, embedded.name);
         let workspaces = store
             .skill(&key)?
             .map_or_else(|| vec!["*".to_owned()], |r| r.workspaces);
         store.put_skill(
             &key,
             &SkillRecord {
-                namespace: FIRST_PARTY_NAMESPACE.into(),
+                namespace: first_party::NAMESPACE.into(),
                 digest: skill.digest().to_owned(),
-                component,
+                component: PathBuf::from(format!("embedded:{}", package.manifest.id())),
                 workspaces,
                 package: None,
+                embedded: Some(EmbeddedPackage {
+                    version: package.manifest.version.clone(),
+                    sha256: package.digest.clone(),
+                    signer: first_party::release_key()?.to_string(),
+                }),
             },
         )?;
     }
@@ -162,6 +126,7 @@ async fn install_dev_skills(
                 component: path.clone(),
                 workspaces,
                 package: None,
+                embedded: None,
             },
         )?;
         eprintln!(
@@ -181,14 +146,7 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         ..RuntimeConfig::default()
     })?;
     let catalog = Arc::new(Catalog::new());
-    install_first_party(
-        &runtime,
-        &store,
-        &catalog,
-        &opts.data_dir,
-        opts.rebuild_skills,
-    )
-    .await?;
+    install_first_party(&runtime, &store, &catalog).await?;
     install_dev_skills(&runtime, &store, &catalog, &opts.dev_skills).await?;
     // Packages installed with `warden skill install`: each only if its file is intact and
     // its signer still trusted.

@@ -26,6 +26,7 @@ use crate::manifest::{
     SIGNATURE_ENTRY, ToolDef,
 };
 use crate::sign::{SecretKey, SignError, SignatureFile, Signer, TrustPolicy, sha256_hex};
+use crate::sigstore::SigstoreRoot;
 use std::io::{Cursor, Read, Write};
 use zip::CompressionMethod;
 use zip::write::SimpleFileOptions;
@@ -327,7 +328,7 @@ impl Package {
 
     /// Checks the signature and the signer against `policy`.
     pub fn verify(self, policy: &TrustPolicy) -> Result<Verified, PackageError> {
-        let signer = self.signer()?;
+        let signer = self.signer_with(policy.sigstore_root.as_deref())?;
         policy.check(&self.manifest.namespace, &signer)?;
         Ok(Verified {
             package: self,
@@ -338,8 +339,24 @@ impl Package {
     /// Checks the signature cryptographically and says who signed, without asking whether
     /// the signer is trusted (for `warden skill verify` and `inspect`).
     pub fn signer(&self) -> Result<Signer, PackageError> {
+        self.signer_with(None)
+    }
+
+    /// [`Package::signer`], verifying a Sigstore bundle against `root`.
+    pub fn signer_with(&self, root: Option<&SigstoreRoot>) -> Result<Signer, PackageError> {
         let sig = self.signature.as_ref().ok_or(SignError::NotSigned)?;
-        Ok(sig.verify(&self.manifest_bytes)?)
+        Ok(sig.verify_with(&self.manifest_bytes, root)?)
+    }
+
+    /// This package's bytes with a Sigstore bundle (over its `skill.toml`) as its signature,
+    /// replacing any earlier signature. The bundle is checked when the package is verified.
+    pub fn with_sigstore_bundle(&self, bundle: serde_json::Value) -> Result<Vec<u8>, PackageError> {
+        write_entries(
+            &self.manifest_bytes,
+            self.readme.as_bytes(),
+            &self.component,
+            Some(&SignatureFile::sigstore(bundle)),
+        )
     }
 
     /// This package's bytes with `key`'s signature (replacing any earlier signature).

@@ -235,6 +235,11 @@ async fn accept(
     body: Bytes,
 ) -> Result<Value, ApiError> {
     let m = &pkg.manifest;
+    if pkg.signature.as_ref().is_some_and(|s| s.sigstore.is_some()) {
+        return Err(refused(
+            "package refused: this registry's namespaces are owned by ed25519 keys, so it accepts packages signed by one of them; install a Sigstore-signed package from its file (warden skill install FILE)",
+        ));
+    }
     let signer = pkg
         .signer()
         .map_err(|e: PackageError| refused(format!("package refused: {e}")))?;

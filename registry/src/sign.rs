@@ -23,6 +23,8 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
+use crate::sigstore::SigstoreRoot;
+
 /// Domain separation for package signatures: a signature made for anything else never
 /// verifies as a package signature.
 pub const SIGNING_CONTEXT: &[u8] = b"warden skill package v1\n";
@@ -47,6 +49,9 @@ pub enum SignError {
     /// `signature.json` is malformed.
     #[error("signature.json: {0}")]
     Malformed(String),
+    /// A Sigstore bundle or trusted root is refused.
+    #[error("{0}")]
+    Sigstore(String),
     /// The signature does not verify: the manifest was changed after signing, or it was
     /// signed by another key than the one it names.
     #[error(
@@ -78,9 +83,6 @@ pub enum SignError {
         /// The namespaces it is trusted for.
         trusted_for: String,
     },
-    /// The signature kind is not supported by this policy or build.
-    #[error("{0}")]
-    Unsupported(String),
 }
 
 /// An ed25519 public key; its text form is `ed25519:<base64>`.
@@ -343,9 +345,20 @@ impl SignatureFile {
         v
     }
 
-    /// Checks the signature over `manifest` cryptographically (not whether the signer is
-    /// trusted: see [`TrustPolicy::check`]) and says who signed.
+    /// Checks an ed25519 signature over `manifest` cryptographically (not whether the
+    /// signer is trusted: see [`TrustPolicy::check`]) and says who signed. A Sigstore
+    /// bundle needs a trusted root: see [`SignatureFile::verify_with`].
     pub fn verify(&self, manifest: &[u8]) -> Result<Signer, SignError> {
+        self.verify_with(manifest, None)
+    }
+
+    /// Checks the signature over `manifest`, a Sigstore bundle against `root`, and says
+    /// who signed.
+    pub fn verify_with(
+        &self,
+        manifest: &[u8],
+        root: Option<&SigstoreRoot>,
+    ) -> Result<Signer, SignError> {
         if let Some(e) = &self.ed25519 {
             let sig = B64
                 .decode(&e.signature)
@@ -353,9 +366,27 @@ impl SignatureFile {
             e.public_key.verify(manifest, &sig)?;
             return Ok(Signer::Key(e.public_key));
         }
-        Err(SignError::Unsupported(
-            "this package carries a Sigstore bundle; verify it against a trusted root".into(),
-        ))
+        match (&self.sigstore, root) {
+            (Some(bundle), Some(root)) => root
+                .verify(manifest, bundle)
+                .map(|id| Signer::Sigstore {
+                    san: id.san,
+                    issuer: id.issuer,
+                })
+                .map_err(|e| SignError::Sigstore(e.to_string())),
+            _ => Err(SignError::Sigstore(
+                "this package carries a Sigstore bundle, and no Sigstore trusted root is pinned to verify it against (warden trust sigstore-root FILE)".into(),
+            )),
+        }
+    }
+
+    /// A signature file holding a Sigstore bundle (its JSON).
+    pub fn sigstore(bundle: serde_json::Value) -> Self {
+        Self {
+            format: SIGNATURE_FORMAT,
+            ed25519: None,
+            sigstore: Some(bundle),
+        }
     }
 }
 
@@ -387,10 +418,13 @@ impl TrustedSigner {
 }
 
 /// Which signers are trusted for which namespaces. Deny by default.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustPolicy {
     /// Namespace -> its trusted signers.
     pub namespaces: BTreeMap<String, Vec<TrustedSigner>>,
+    /// The pinned Sigstore trusted root Sigstore bundles are verified against (none: every
+    /// Sigstore-signed package is refused).
+    pub sigstore_root: Option<std::sync::Arc<SigstoreRoot>>,
 }
 
 impl TrustPolicy {

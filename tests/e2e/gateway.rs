@@ -1,6 +1,6 @@
 //! `warden up` as a user runs it, driven by the official TypeScript MCP SDKs and by raw HTTP.
 
-use crate::support::{component, repo_root, warden_bin, wasm_target_dir};
+use crate::support::{repo_root, warden_bin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
@@ -32,9 +32,18 @@ impl Up {
         extra: &[&str],
         envs: &[(&str, &str)],
     ) -> Up {
-        // The shared setup builds the skills (and installs the wasm toolchain if needed).
-        let _ = component("text");
-        let mut child = Command::new(warden_bin())
+        let mut cmd = Command::new(warden_bin());
+        cmd.envs(envs.iter().copied());
+        Up::start_command(cmd, data_dir, extra)
+    }
+
+    /// Runs `up` with `cmd` (a `warden` binary with its environment).
+    pub(crate) fn start_command(
+        mut cmd: Command,
+        data_dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Up {
+        let mut child = cmd
             .args([
                 "up",
                 "--listen",
@@ -45,8 +54,6 @@ impl Up {
             ])
             .arg(data_dir)
             .args(extra)
-            .env("WARDEN_WASM_TARGET_DIR", wasm_target_dir())
-            .envs(envs.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -596,10 +603,26 @@ fn protocol_errors_and_refusals_then_a_normal_call_works() {
 }
 
 #[test]
-fn a_second_start_reuses_the_data_dir() {
+fn a_copied_binary_starts_alone_and_a_second_start_reuses_the_data_dir() {
+    // The binary stands alone: copied to an empty directory and run with an empty
+    // environment (no PATH, so no cargo, rustc or wasm toolchain; no source tree; another
+    // working directory), it starts with the first-party skills from its signed packages.
     let dir = tempfile::tempdir().unwrap();
-    let first = Up::start(dir.path());
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copied = elsewhere.path().join("warden");
+    std::fs::copy(warden_bin(), &copied).unwrap();
+    let mut bare = Command::new(&copied);
+    bare.env_clear()
+        .env("PATH", elsewhere.path().join("no-such-dir"))
+        .env("HOME", elsewhere.path())
+        .current_dir(elsewhere.path());
+    let first = Up::start_command(bare, dir.path(), &[]);
     let token = first.token.clone().unwrap();
+    check_report(&ts_client(&first, "v1", Some(&token)), Some("2025-11-25"));
+    assert!(
+        !first.logs.lock().unwrap().contains("building"),
+        "nothing is built at start"
+    );
     assert!(first.stop().success());
     #[cfg(unix)]
     {

@@ -72,12 +72,13 @@ fn post_package(up: &Up, d: &Path, query: &str, package: &[u8]) -> (u16, String)
 }
 
 fn greet(up: &Up, token: &str) -> (u16, String) {
-    let (status, _, body) = call(
-        &up.addr,
-        Some(token),
-        "acme_hello__greet",
-        json!({"name": "Ada"}),
-    );
+    greet_in(up, token, "acme")
+}
+
+/// Calls `<ns>_hello__greet`.
+fn greet_in(up: &Up, token: &str, ns: &str) -> (u16, String) {
+    let tool = format!("{ns}_hello__greet");
+    let (status, _, body) = call(&up.addr, Some(token), &tool, json!({"name": "Ada"}));
     (status, body)
 }
 
@@ -338,4 +339,187 @@ async fn packages_install_live_pin_upgrade_roll_back_and_survive_restarts() {
         "grants outlived the skill: {grants}"
     );
     fails(cli(&d1, &["skill", "remove", "http"]), "cannot be removed");
+}
+
+/// Runs an author command (no gateway involved).
+fn author(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::warden_bin())
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigstore_signed_package_installs_only_under_its_pinned_root_and_identity() {
+    use warden_registry::sigstore_testing::{Tamper, TestSigstore};
+    const SAN: &str = "https://github.com/sig/skills/.github/workflows/release.yml@refs/heads/main";
+    const ISSUER: &str = "https://token.actions.githubusercontent.com";
+    let hello = hello_tools().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let sigstore = TestSigstore::new();
+    let root = dir.join("trusted_root.json");
+    std::fs::write(&root, sigstore.trusted_root()).unwrap();
+    let root_s = root.to_str().unwrap();
+
+    // The author signs the package's manifest, exactly as stored, with Sigstore (here, the
+    // made-up deployment stands in for Fulcio and Rekor) and attaches the bundle.
+    let unsigned = package_of("hello", &hello, "sig", "1.0.0", "", None, dir);
+    let sign = |san: &str, tamper: Tamper, name: &str| -> PathBuf {
+        let manifest = author(&["skill", "inspect", unsigned.to_str().unwrap(), "--manifest"]);
+        assert!(manifest.status.success());
+        let bundle = dir.join(format!("{name}.sigstore.json"));
+        let json = sigstore.bundle(&manifest.stdout, san, ISSUER, tamper);
+        std::fs::write(&bundle, serde_json::to_vec(&json).unwrap()).unwrap();
+        let out = dir.join(format!("{name}.wsk"));
+        ok(author(&[
+            "skill",
+            "sign",
+            unsigned.to_str().unwrap(),
+            "--sigstore-bundle",
+            bundle.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]));
+        out
+    };
+    let good = sign(SAN, Tamper::None, "good");
+    let forged_set = sign(SAN, Tamper::Set, "forged-set");
+    let mallory = sign("mallory@evil.example", Tamper::None, "mallory");
+    let (good_s, forged_s, mallory_s) = (
+        good.to_str().unwrap(),
+        forged_set.to_str().unwrap(),
+        mallory.to_str().unwrap(),
+    );
+    let trust = format!("sig=sigstore:{SAN}|{ISSUER}");
+
+    // `warden skill verify`: against the pinned root and the identity policy.
+    let out = ok(author(&[
+        "skill",
+        "verify",
+        good_s,
+        "--sigstore-root",
+        root_s,
+        "--trust",
+        &trust,
+    ]));
+    assert!(out.contains(&format!("signed by sigstore {SAN}")), "{out}");
+    let out = ok(author(&["skill", "inspect", good_s]));
+    assert!(
+        out.contains("a Sigstore bundle, not verified here"),
+        "{out}"
+    );
+    fails(
+        author(&["skill", "verify", good_s]),
+        "no Sigstore trusted root is pinned",
+    );
+    fails(
+        author(&[
+            "skill",
+            "verify",
+            mallory_s,
+            "--sigstore-root",
+            root_s,
+            "--trust",
+            &trust,
+        ]),
+        "unknown signer sigstore mallory@evil.example",
+    );
+    fails(
+        author(&["skill", "verify", forged_s, "--sigstore-root", root_s]),
+        "signed entry timestamp does not verify",
+    );
+    let other_root = dir.join("other_root.json");
+    std::fs::write(&other_root, TestSigstore::new().trusted_root()).unwrap();
+    fails(
+        author(&[
+            "skill",
+            "verify",
+            good_s,
+            "--sigstore-root",
+            other_root.to_str().unwrap(),
+        ]),
+        "does not name",
+    );
+
+    // The gateway: identity trusted, but no root pinned yet -> refused; then pinned.
+    let d = dir.join("gw");
+    let up = Up::start(&d);
+    let token = up.token.clone().unwrap();
+    let policy = dir.join("p.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal == Warden::Agent::\"default/default/dev/local\", action, resource);",
+    )
+    .unwrap();
+    ok(cli(&d, &["policy", "apply", policy.to_str().unwrap()]));
+    ok(cli(
+        &d,
+        &[
+            "trust",
+            "add",
+            "sig",
+            "--sigstore-san",
+            SAN,
+            "--sigstore-issuer",
+            ISSUER,
+        ],
+    ));
+    fails(
+        cli(&d, &["skill", "install", good_s, "--accept"]),
+        "no Sigstore trusted root is pinned",
+    );
+    fails(
+        cli(&d, &["trust", "sigstore-root", policy.to_str().unwrap()]),
+        "trusted root is refused",
+    );
+    let out = ok(cli(&d, &["trust", "sigstore-root", root_s]));
+    assert!(out.contains("pinned the Sigstore trusted root"), "{out}");
+    let out = ok(cli(&d, &["trust", "list"]));
+    assert!(out.contains("sigstore trusted root: sha256"), "{out}");
+    fails(
+        cli(&d, &["skill", "install", forged_s, "--accept"]),
+        "signed entry timestamp does not verify",
+    );
+    fails(
+        cli(&d, &["skill", "install", mallory_s, "--accept"]),
+        "unknown signer",
+    );
+    assert!(!list(&up.addr, &token).contains(&"sig_hello__greet".to_owned()));
+    ok(cli(&d, &["skill", "install", good_s, "--accept"]));
+    let (_, body) = greet_in(&up, &token, "sig");
+    assert!(body.contains("Hello, Ada"), "{body}");
+    let out = ok(cli(&d, &["skill", "installed"]));
+    assert!(out.contains(&format!("sigstore {SAN}")), "{out}");
+
+    // Unpinning the root withdraws the package's tools at once.
+    let out = ok(cli(&d, &["trust", "sigstore-root", "--remove"]));
+    assert!(out.contains("sig/hello"), "{out}");
+    assert!(!list(&up.addr, &token).contains(&"sig_hello__greet".to_owned()));
+    let audit = ok(cli(&d, &["audit", "tail", "--json", "-n", "200"]));
+    let records = audit_records(&audit);
+    let count = |request: &str, outcome: &str| {
+        records
+            .iter()
+            .filter(|(r, o)| r == request && o == outcome)
+            .count()
+    };
+    let pin = "admin PUT /admin/v1/trust/sigstore-root sigstore-root";
+    assert_eq!(count(pin, "ok"), 1, "{records:?}");
+    assert_eq!(
+        records
+            .iter()
+            .filter(|(r, o)| r == pin && o != "ok")
+            .count(),
+        1,
+        "the refused root is audited too: {records:?}"
+    );
+    assert_eq!(
+        count(
+            "admin DELETE /admin/v1/trust/sigstore-root sigstore-root",
+            "ok"
+        ),
+        1,
+        "{records:?}"
+    );
 }

@@ -1,9 +1,10 @@
 //! End-to-end tests of warden, in one test binary (see `host/Cargo.toml`).
 //!
 //! The setup builds every guest crate (first-party skills, the example, the hostile and
-//! bad-schema test skills) from source with the real `warden skill build`, once per run,
-//! into a shared wasm target directory. The tests then drive the host runtime API and the
-//! `warden` binary against those components.
+//! bad-schema test skills) from source with the real `warden skill build --reproducible`,
+//! once per run, into a shared wasm target directory. The tests then drive the host runtime
+//! API and the `warden` binary against those components (and `first_party` checks that the
+//! packages embedded in the binary hold exactly the first-party components built here).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -11,6 +12,7 @@ mod bad_input;
 mod bad_requests;
 mod cli;
 mod console;
+mod first_party;
 mod gateway;
 mod hostile;
 mod install;

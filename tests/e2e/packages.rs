@@ -267,8 +267,9 @@ fn the_gateway_trusts_no_signer_until_an_operator_adds_one() {
     let d = dir.path();
     let up = crate::gateway::Up::start(d);
     let out = ok(cli(d, &["trust", "list"]));
-    assert!(
-        out.trim().is_empty(),
+    assert_eq!(
+        out.trim(),
+        "sigstore trusted root: none pinned (Sigstore-signed packages are refused)",
         "nothing is trusted on a new gateway: {out}"
     );
     let key = SecretKey::generate().unwrap().public().to_string();
@@ -295,6 +296,13 @@ fn the_gateway_trusts_no_signer_until_an_operator_adds_one() {
         cli(d, &["trust", "add", "acme", "--key", "ed25519:AAAA"]),
         "is not a public key",
     );
+    // Only the binary's release key signs for the first-party namespace.
+    for reserved in ["warden", "dev"] {
+        fails(
+            cli(d, &["trust", "add", reserved, "--key", &key]),
+            "is reserved",
+        );
+    }
     ok(cli(d, &["trust", "rm", "acme", "--key", &key]));
     fails(cli(d, &["trust", "rm", "acme", "--key", &key]), "404");
     let v: serde_json::Value =

@@ -241,6 +241,29 @@ async fn publish_search_pull_keys_and_yanks_through_the_registry() {
         ),
         "not signed",
     );
+    // A Sigstore-signed package: this registry's namespaces are owned by ed25519 keys.
+    let unsigned = Package::read(
+        &std::fs::read(package(&tools, "acme", "1.0.4", None, dir)).unwrap(),
+        &Limits::default(),
+    )
+    .unwrap();
+    let sigstore = warden_registry::sigstore_testing::TestSigstore::new();
+    let bundle = sigstore.bundle(
+        &unsigned.manifest_bytes,
+        "ci@acme.example",
+        "https://issuer.example",
+        warden_registry::sigstore_testing::Tamper::None,
+    );
+    let sigstore_file = dir.join("sigstore.wsk");
+    std::fs::write(
+        &sigstore_file,
+        unsigned.with_sigstore_bundle(bundle).unwrap(),
+    )
+    .unwrap();
+    fails(
+        publish(&sigstore_file, &[], &publisher),
+        "accepts packages signed by one of them",
+    );
     let mut liar = tools.clone();
     liar[0].description = "Something else entirely".into();
     fails(

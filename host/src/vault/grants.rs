@@ -1104,6 +1104,7 @@ mod tests {
                     component: "http.wasm".into(),
                     workspaces: vec!["*".into()],
                     package: None,
+                    embedded: None,
                 },
             )
             .unwrap();
