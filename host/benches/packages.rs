@@ -6,8 +6,9 @@
 //!   its tools), both p50;
 //! - verification per MB: `Package::read` + `verify` (every entry decompressed through its
 //!   cap, SHA-256 of each, the ed25519 signature, the trust policy) of packages whose
-//!   component is 1 and 16 MiB of incompressible bytes; the component check (compile and
-//!   compare the tools) of the `text` skill on its own;
+//!   component is 1 and 16 MiB of incompressible bytes; the `text` package signed with
+//!   ed25519 and with a Sigstore bundle; the component check (compile and compare the
+//!   tools) of the `text` skill on its own;
 //! - publish: `warden skill publish` against a running `warden registry serve` (which
 //!   verifies and compiles the component), wall time per publish;
 //! - install to first call: from `warden skill install FILE --accept` against a running
@@ -206,6 +207,56 @@ fn main() {
             "read + verify, {mib} MiB component: p50 {:.2} ms ({:.2} ms per MiB)",
             ms(d),
             ms(d) / mib as f64
+        );
+    }
+    // The same, signed with a Sigstore bundle (a made-up deployment, verified offline):
+    // the signature check costs the certificate chain, the SCT, Rekor's promise and the
+    // ECDSA signature instead of one ed25519 signature.
+    {
+        use warden_registry::sigstore_testing::{Tamper, TestSigstore};
+        let sigstore = TestSigstore::new();
+        let (san, issuer) = ("ci@acme.example", "https://issuer.acme.example");
+        let mut spolicy = TrustPolicy::default();
+        spolicy.trust(
+            "acme",
+            TrustedSigner::Sigstore {
+                san: san.into(),
+                issuer: issuer.into(),
+            },
+        );
+        spolicy.sigstore_root = Some(std::sync::Arc::new(
+            warden_registry::SigstoreRoot::parse(&sigstore.trusted_root()).unwrap(),
+        ));
+        let (_, unsigned) =
+            warden_registry::pack(&source("1.0.0"), &tools, &text, "# text\n").unwrap();
+        let unsigned = Package::read(&unsigned, &Limits::default()).unwrap();
+        let bundle = sigstore.bundle(&unsigned.manifest_bytes, san, issuer, Tamper::None);
+        let pkg = unsigned.with_sigstore_bundle(bundle).unwrap();
+        let mut ed = Vec::new();
+        let mut sig = Vec::new();
+        let ed_pkg = signed(&tools, &text, "1.0.0", &key);
+        for _ in 0..50 {
+            let t = Instant::now();
+            std::hint::black_box(
+                Package::read(&ed_pkg, &Limits::default())
+                    .unwrap()
+                    .verify(&policy)
+                    .unwrap(),
+            );
+            ed.push(t.elapsed());
+            let t = Instant::now();
+            std::hint::black_box(
+                Package::read(&pkg, &Limits::default())
+                    .unwrap()
+                    .verify(&spolicy)
+                    .unwrap(),
+            );
+            sig.push(t.elapsed());
+        }
+        println!(
+            "read + verify of the text package: ed25519 p50 {:.2} ms, Sigstore bundle p50 {:.2} ms",
+            ms(p50(&mut ed)),
+            ms(p50(&mut sig))
         );
     }
     let pkg = Package::read(&signed(&tools, &text, "1.0.0", &key), &Limits::default()).unwrap();

@@ -397,7 +397,7 @@ struct WorkspacesBody {
 }
 
 #[utoipa::path(put, path = "/admin/v1/skills/{name}/workspaces", tag = "skills", request_body = WorkspacesBody,
-    params(("name" = String, Path, description = "Skill name")),
+    params(("name" = String, Path, description = "The skill: `namespace/name` (the slash percent-encoded) or a name only one namespace has")),
     responses((status = 200, description = "Installed in exactly these workspaces", body = Object),
               (status = 404, description = "No such skill or workspace", body = Object)))]
 async fn set_skill_workspaces(

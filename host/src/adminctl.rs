@@ -72,7 +72,14 @@ pub async fn skill_workspaces(
         let v = c
             .call(
                 "PUT",
-                &format!("/admin/v1/skills/{name}/workspaces"),
+                // A `namespace/name` key is one path segment.
+                &format!(
+                    "/admin/v1/skills/{}/workspaces",
+                    percent_encoding::utf8_percent_encode(
+                        &name,
+                        percent_encoding::NON_ALPHANUMERIC
+                    )
+                ),
                 Some(json!({ "workspaces": workspaces })),
             )
             .await?;

@@ -200,10 +200,6 @@ enum SkillCommand {
         /// Never install the offline toolchain; print the commands instead.
         #[arg(long)]
         no_install: bool,
-        /// Build through a fixed path so the bytes do not depend on where the sources are
-        /// (Linux; see docs/first-party-skills.md).
-        #[arg(long)]
-        reproducible: bool,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -226,9 +222,6 @@ enum SkillCommand {
         /// Cargo target directory for the wasm build.
         #[arg(long, env = warden::env::WASM_TARGET_DIR)]
         target_dir: Option<PathBuf>,
-        /// Build reproducibly (see `skill build --reproducible`).
-        #[arg(long)]
-        reproducible: bool,
     },
     /// Install a signed package into the running gateway: review what it asks for, accept,
     /// and its tools are live without a restart.
@@ -238,7 +231,8 @@ enum SkillCommand {
         #[command(flatten)]
         target: adminctl::Target,
     },
-    /// Remove an installed package's skill (its files stay for a rollback).
+    /// Remove an installed package's skill and its grants (install it again to get it
+    /// back; its package files are deleted at the next start).
     Remove {
         /// The skill.
         name: String,
@@ -440,16 +434,14 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
             target_dir,
             out,
             no_install,
-            reproducible,
             json,
-        } => build(&path, target_dir, out, no_install, reproducible, json).await,
+        } => build(&path, target_dir, out, no_install, json).await,
         SkillCommand::Pack {
             dir,
             component,
             out,
             key,
             target_dir,
-            reproducible,
         } => {
             packaging::pack(packaging::PackOptions {
                 dir,
@@ -457,7 +449,6 @@ async fn skill(cmd: SkillCommand) -> Result<()> {
                 out,
                 key,
                 target_dir,
-                reproducible,
             })
             .await
         }
@@ -555,7 +546,6 @@ async fn build(
     target_dir: Option<PathBuf>,
     out: Option<PathBuf>,
     no_install: bool,
-    reproducible: bool,
     json: bool,
 ) -> Result<()> {
     if !path.join("Cargo.toml").exists() {
@@ -579,9 +569,8 @@ async fn build(
         );
     }
     let (crate_dir, tdir) = (path.to_owned(), target_dir.clone());
-    let mode = toolchain::Mode::reproducible_if(reproducible);
     let built =
-        tokio::task::spawn_blocking(move || toolchain::build(&toolchain, &crate_dir, &tdir, mode))
+        tokio::task::spawn_blocking(move || toolchain::build(&toolchain, &crate_dir, &tdir))
             .await??;
     let wasm_path = match out {
         Some(out) => {

@@ -435,6 +435,33 @@ pub async fn load_installed(
     Ok(skipped)
 }
 
+/// Removes package files no installed skill refers to (current or earlier versions): those
+/// of removed skills, and any kept for an install whose record was then refused. Runs when
+/// `warden up` starts, before any install can be in flight. Returns the files removed.
+pub fn collect_garbage(store: &Store, data_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let mut referenced = std::collections::HashSet::new();
+    for (_, rec) in store.skills()? {
+        if let Some(p) = rec.package {
+            referenced.insert(format!("{}.wsk", p.sha256));
+            referenced.extend(p.previous.iter().map(|v| format!("{}.wsk", v.sha256)));
+        }
+    }
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(packages_dir(data_dir)) else {
+        return Ok(removed);
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".wsk") && !referenced.contains(&name) {
+            let path = entry.path();
+            if std::fs::remove_file(&path).is_ok() {
+                removed.push(path);
+            }
+        }
+    }
+    Ok(removed)
+}
+
 /// Takes out of the catalog every installed package whose signer the trust policy no
 /// longer accepts (after a trust change); returns their keys. They stay recorded, and load
 /// again if the signer is trusted again and the gateway restarts or they are reinstalled.
@@ -456,4 +483,51 @@ pub fn enforce_trust(g: &Gateway) -> Result<Vec<String>, StoreError> {
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_package_files_no_skill_refers_to_are_collected() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let store = Store::open(&dir.path().join("warden.redb")).unwrap_or_else(|e| panic!("{e}"));
+        let pkg = |sha: &str, previous: Vec<PreviousVersion>| InstalledPackage {
+            version: "1.0.0".into(),
+            sha256: sha.into(),
+            signer: "ed25519:x".into(),
+            pins: BTreeMap::new(),
+            installed_at: 0,
+            installed_by: "test".into(),
+            previous,
+        };
+        let record = SkillRecord {
+            namespace: "acme".into(),
+            digest: "d".into(),
+            component: PathBuf::new(),
+            workspaces: vec!["*".into()],
+            package: Some(pkg(
+                "aaaa",
+                vec![PreviousVersion {
+                    version: "0.9.0".into(),
+                    sha256: "bbbb".into(),
+                }],
+            )),
+            embedded: None,
+        };
+        store
+            .put_skill("acme/hello", &record)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let packages = packages_dir(dir.path());
+        std::fs::create_dir_all(&packages).unwrap_or_else(|e| panic!("{e}"));
+        for name in ["aaaa.wsk", "bbbb.wsk", "cccc.wsk", "notes.txt"] {
+            std::fs::write(packages.join(name), b"x").unwrap_or_else(|e| panic!("{e}"));
+        }
+        let removed = collect_garbage(&store, dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(removed, vec![packages.join("cccc.wsk")]);
+        for kept in ["aaaa.wsk", "bbbb.wsk", "notes.txt"] {
+            assert!(packages.join(kept).exists(), "{kept}");
+        }
+    }
 }

@@ -104,8 +104,6 @@ pub struct PackOptions {
     pub key: Option<PathBuf>,
     /// Cargo target directory for the wasm build.
     pub target_dir: Option<PathBuf>,
-    /// Build through the fixed path of a reproducible build.
-    pub reproducible: bool,
 }
 
 /// `warden skill pack`.
@@ -125,7 +123,7 @@ pub async fn pack(opts: PackOptions) -> Result<()> {
     let key = opts.key.as_deref().map(read_key).transpose()?;
     let component_path = match opts.component {
         Some(p) => p,
-        None => build(&opts.dir, opts.target_dir, opts.reproducible).await?,
+        None => build(&opts.dir, opts.target_dir).await?,
     };
     let wasm = std::fs::read(&component_path)
         .with_context(|| format!("reading {}", component_path.display()))?;
@@ -162,7 +160,7 @@ pub async fn pack(opts: PackOptions) -> Result<()> {
     Ok(())
 }
 
-async fn build(dir: &Path, target_dir: Option<PathBuf>, reproducible: bool) -> Result<PathBuf> {
+async fn build(dir: &Path, target_dir: Option<PathBuf>) -> Result<PathBuf> {
     if !dir.join("Cargo.toml").exists() {
         bail!(
             "{} has no Cargo.toml to build; pass the built component with --component FILE",
@@ -173,10 +171,8 @@ async fn build(dir: &Path, target_dir: Option<PathBuf>, reproducible: bool) -> R
     let target_dir = target_dir.unwrap_or_else(|| dir.join("target"));
     eprintln!("building {} with the {}", dir.display(), tc.describe());
     let crate_dir = dir.to_owned();
-    let mode = toolchain::Mode::reproducible_if(reproducible);
-    let built =
-        tokio::task::spawn_blocking(move || toolchain::build(&tc, &crate_dir, &target_dir, mode))
-            .await??;
+    let built = tokio::task::spawn_blocking(move || toolchain::build(&tc, &crate_dir, &target_dir))
+        .await??;
     Ok(built.wasm)
 }
 

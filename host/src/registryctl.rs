@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use warden::datadir::{create_private_dir, write_private_atomic};
 use warden::runtime::{Runtime, RuntimeConfig, SkillSettings};
-use warden_registry::server::{PublishCheck, RegistryState};
+use warden_registry::server::{LoadLimits, PublishCheck, RegistryState};
 use warden_registry::store::{Role, Store};
 use warden_registry::{Package, sign};
 
@@ -62,6 +62,12 @@ pub enum RegistryCommand {
         /// Listen address.
         #[arg(long, default_value = "127.0.0.1:7879")]
         listen: SocketAddr,
+        /// Requests served at once; more are refused with 503 and Retry-After.
+        #[arg(long, default_value_t = 64)]
+        max_requests: usize,
+        /// The longest a request may take, upload included (then 408).
+        #[arg(long, default_value_t = 300)]
+        request_timeout_secs: u64,
     },
     /// Namespaces and their owner keys.
     #[command(subcommand)]
@@ -312,7 +318,7 @@ impl PublishCheck for ComponentCheck {
 }
 
 /// `warden registry serve`.
-async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
+async fn serve(dir: &Path, listen: SocketAddr, load: LoadLimits) -> Result<()> {
     create_private_dir(dir)?;
     let store = {
         let dir = dir.to_owned();
@@ -330,7 +336,7 @@ async fn serve(dir: &Path, listen: SocketAddr) -> Result<()> {
         ..RuntimeConfig::default()
     })?;
     let check: Arc<dyn PublishCheck> = Arc::new(ComponentCheck { runtime });
-    let app = warden_registry::server::router(RegistryState::new(store, Some(check)));
+    let app = warden_registry::server::router(RegistryState::with_load(store, Some(check), load));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("binding {listen}"))?;
@@ -414,8 +420,17 @@ pub async fn publish(t: RegistryTarget, file: &Path, backport: bool) -> Result<(
 
 /// `warden registry ...`
 pub async fn registry(t: RegistryTarget, cmd: RegistryCommand) -> Result<()> {
-    if let RegistryCommand::Serve { listen } = cmd {
-        return serve(&registry_dir(&t), listen).await;
+    if let RegistryCommand::Serve {
+        listen,
+        max_requests,
+        request_timeout_secs,
+    } = cmd
+    {
+        let load = LoadLimits {
+            max_requests,
+            request_timeout: std::time::Duration::from_secs(request_timeout_secs),
+        };
+        return serve(&registry_dir(&t), listen, load).await;
     }
     let c = RegistryClient::new(&t)?;
     match cmd {
@@ -470,6 +485,10 @@ pub async fn registry(t: RegistryTarget, cmd: RegistryCommand) -> Result<()> {
             let revision = ns["revision"]
                 .as_u64()
                 .context("no revision in the answer")?;
+            let registry = ns["registry"]
+                .as_str()
+                .context("no registry id in the answer")?
+                .to_owned();
             let mut body = json!({
                 "action": if add { "add" } else { "revoke" },
                 "key": key.to_string(),
@@ -477,7 +496,7 @@ pub async fn registry(t: RegistryTarget, cmd: RegistryCommand) -> Result<()> {
             });
             if let Some(owner) = owner {
                 let owner = read_key(&owner)?;
-                let statement = sign::key_statement(add, &namespace, &key, revision);
+                let statement = sign::key_statement(&registry, add, &namespace, &key, revision);
                 body["signer"] = json!(owner.public().to_string());
                 body["signature"] = json!(owner.sign_statement(&statement));
             }
@@ -534,7 +553,11 @@ pub async fn registry(t: RegistryTarget, cmd: RegistryCommand) -> Result<()> {
             let mut body = json!({"reason": reason});
             if let Some(key) = key {
                 let owner = read_key(&key)?;
-                let statement = sign::yank_statement(&ns, &name, &version, &reason);
+                let answer = c.call("GET", &format!("/v1/namespaces/{ns}"), None).await?;
+                let registry = answer["registry"]
+                    .as_str()
+                    .context("no registry id in the answer")?;
+                let statement = sign::yank_statement(registry, &ns, &name, &version, &reason);
                 body["key"] = json!(owner.public().to_string());
                 body["signature"] = json!(owner.sign_statement(&statement));
             }

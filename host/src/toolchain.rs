@@ -305,54 +305,44 @@ fn remap_flags(crate_dir: &Path, target_dir: &Path) -> Vec<String> {
     flags
 }
 
-/// How a build reaches its sources.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Where they are.
-    Plain,
-    /// Through [`REPRODUCIBLE_LINK`], so the component's bytes do not depend on where the
-    /// checkout is (cargo hashes the absolute path of a path dependency outside the
-    /// crate's workspace, such as the SDK, into every symbol, which reorders the output).
-    Reproducible,
-}
-
-impl Mode {
-    /// [`Mode::Reproducible`] when `reproducible`, else [`Mode::Plain`].
-    pub fn reproducible_if(reproducible: bool) -> Self {
-        if reproducible {
-            Self::Reproducible
-        } else {
-            Self::Plain
-        }
-    }
-}
-
-/// The fixed path a reproducible build reaches the source tree through (a link to it, in
-/// a 0700 directory owned by the user, held under a lock for the build).
+/// The fixed path builds reach the source tree through (a link to it, in a 0700 directory
+/// owned by the user, held under a lock for the build): cargo hashes the absolute path of a
+/// path dependency outside the crate's workspace (such as the SDK) into every symbol, which
+/// reorders the output, so only a fixed path gives the same bytes wherever the sources are.
+/// The compiler flags stay the same for every crate, so builds sharing a target directory
+/// share its compiled dependencies too.
 pub const REPRODUCIBLE_LINK: &str = "/tmp/warden-reproducible/src";
 
-/// Builds the skill crate at `crate_dir` in release mode into `target_dir`.
+/// Builds the skill crate at `crate_dir` in release mode into `target_dir`, through
+/// [`REPRODUCIBLE_LINK`] when it can be used (Linux, the user's own directory), else where
+/// the crate is, saying so.
 pub fn build(
     toolchain: &Toolchain,
     crate_dir: &Path,
     target_dir: &Path,
-    mode: Mode,
 ) -> Result<Built, ToolchainError> {
-    match mode {
-        Mode::Plain => build_at(toolchain, crate_dir, target_dir),
-        Mode::Reproducible => build_reproducible(toolchain, crate_dir, target_dir),
+    match fixed_path(crate_dir) {
+        Ok((lock, path)) => {
+            let built = build_at(toolchain, &path, target_dir);
+            drop(lock);
+            built
+        }
+        Err(why) => {
+            eprintln!(
+                "warning: building {} where it is, not through {REPRODUCIBLE_LINK} ({why}); the component's bytes may depend on where its sources are",
+                crate_dir.display()
+            );
+            build_at(toolchain, crate_dir, target_dir)
+        }
     }
 }
 
+/// Points [`REPRODUCIBLE_LINK`] at the repository holding `crate_dir` and returns the
+/// held lock and the crate's path through the link.
 #[cfg(target_os = "linux")]
-fn build_reproducible(
-    toolchain: &Toolchain,
-    crate_dir: &Path,
-    target_dir: &Path,
-) -> Result<Built, ToolchainError> {
+fn fixed_path(crate_dir: &Path) -> Result<(std::fs::File, PathBuf), String> {
     use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
-    let io = |what: &str, e: std::io::Error| ToolchainError::Crate(format!("{what}: {e}"));
-    let crate_dir = std::path::absolute(crate_dir).map_err(|e| io("the crate path", e))?;
+    let crate_dir = std::path::absolute(crate_dir).map_err(|e| e.to_string())?;
     let root = source_root(&crate_dir);
     let rel = crate_dir.strip_prefix(&root).unwrap_or(Path::new(""));
     let link = Path::new(REPRODUCIBLE_LINK);
@@ -360,47 +350,39 @@ fn build_reproducible(
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(io(&dir.display().to_string(), e)),
+        Err(e) => return Err(format!("{}: {e}", dir.display())),
     }
     // Another user's directory (or a link planted in its place) could point the build at
     // other sources: use only our own private directory.
-    let meta = std::fs::symlink_metadata(dir).map_err(|e| io(&dir.display().to_string(), e))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     if !meta.is_dir()
         || meta.uid() != rustix::process::geteuid().as_raw()
         || meta.mode() & 0o077 != 0
     {
-        return Err(ToolchainError::Crate(format!(
-            "{} is not a private directory of this user; remove it to build reproducibly",
+        return Err(format!(
+            "{} is not a private directory of this user",
             dir.display()
-        )));
+        ));
     }
     let lock = std::fs::File::options()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join("lock"))
-        .map_err(|e| io("the build lock", e))?;
-    lock.lock().map_err(|e| io("the build lock", e))?;
+        .map_err(|e| format!("the build lock: {e}"))?;
+    lock.lock().map_err(|e| format!("the build lock: {e}"))?;
     match std::fs::remove_file(link) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io(REPRODUCIBLE_LINK, e)),
+        Err(e) => return Err(format!("{REPRODUCIBLE_LINK}: {e}")),
     }
-    std::os::unix::fs::symlink(&root, link).map_err(|e| io(REPRODUCIBLE_LINK, e))?;
-    let built = build_at(toolchain, &link.join(rel), target_dir);
-    drop(lock);
-    built
+    std::os::unix::fs::symlink(&root, link).map_err(|e| format!("{REPRODUCIBLE_LINK}: {e}"))?;
+    Ok((lock, link.join(rel)))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn build_reproducible(
-    _toolchain: &Toolchain,
-    _crate_dir: &Path,
-    _target_dir: &Path,
-) -> Result<Built, ToolchainError> {
-    Err(ToolchainError::Crate(
-        "reproducible builds are supported on Linux only".into(),
-    ))
+fn fixed_path(_crate_dir: &Path) -> Result<(std::fs::File, PathBuf), String> {
+    Err("supported on Linux only".into())
 }
 
 /// The repository holding `crate_dir` (the nearest ancestor with `.git`, so that path

@@ -155,6 +155,9 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     {
         eprintln!("warden: WARNING: installed skill {skipped}; it is not loaded");
     }
+    for removed in warden::install::collect_garbage(&store, &opts.data_dir)? {
+        tracing::info!(file = %removed.display(), "removed a package file no installed skill uses");
+    }
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding {}", opts.listen))?;

@@ -51,15 +51,46 @@ pub struct RegistryState {
     store: Arc<Store>,
     check: Option<Arc<dyn PublishCheck>>,
     limits: Limits,
+    load: LoadLimits,
+    busy: Arc<tokio::sync::Semaphore>,
+}
+
+/// How much work the registry takes on at once, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadLimits {
+    /// Requests served at once; more are answered 503 at once.
+    pub max_requests: usize,
+    /// The longest a request may take, upload included; then it is answered 408.
+    pub request_timeout: std::time::Duration,
+}
+
+impl Default for LoadLimits {
+    fn default() -> Self {
+        Self {
+            max_requests: 64,
+            request_timeout: std::time::Duration::from_secs(300),
+        }
+    }
 }
 
 impl RegistryState {
     /// State over `store`, with an optional publish check.
     pub fn new(store: Arc<Store>, check: Option<Arc<dyn PublishCheck>>) -> Self {
+        Self::with_load(store, check, LoadLimits::default())
+    }
+
+    /// [`RegistryState::new`] with other load limits.
+    pub fn with_load(
+        store: Arc<Store>,
+        check: Option<Arc<dyn PublishCheck>>,
+        load: LoadLimits,
+    ) -> Self {
         Self {
             store,
             check,
             limits: Limits::default(),
+            busy: Arc::new(tokio::sync::Semaphore::new(load.max_requests.max(1))),
+            load,
         }
     }
 }
@@ -175,7 +206,42 @@ pub fn router(state: RegistryState) -> axum::Router {
         ))
         .route("/v1/health", get(|| async { Json(json!({"ok": true})) }))
         .layer(DefaultBodyLimit::max(body_cap))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
+}
+
+/// Bounds the work of every request: at most `max_requests` at once (the rest are refused
+/// at once, not queued), each within `request_timeout` (a client trickling an upload holds
+/// a slot for that long at most).
+async fn guard(
+    State(s): State<RegistryState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_slot) = s.busy.clone().try_acquire_owned() else {
+        let mut r = ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the registry is serving {} requests already; retry shortly",
+                s.load.max_requests
+            ),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, 1.into());
+        return r;
+    };
+    match tokio::time::timeout(s.load.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => ApiError(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request took longer than {} s",
+                s.load.request_timeout.as_secs()
+            ),
+        )
+        .into_response(),
+    }
 }
 
 /// Refuses a request without a valid token before its handler reads the body (each
@@ -427,7 +493,7 @@ async fn yank(
         let key = owner_statement(
             &s,
             &ns,
-            &sign::yank_statement(&ns, &name, &version, &body.reason),
+            &sign::yank_statement(s.store.id(), &ns, &name, &version, &body.reason),
             body.key.as_deref(),
             body.signature.as_deref(),
         )
@@ -526,7 +592,10 @@ async fn namespace(
     let found = blocking(move || store.namespace(&n))
         .await?
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no namespace `{ns}`")))?;
-    Ok(Json(serde_json::to_value(found).unwrap_or(Value::Null)))
+    let mut v = serde_json::to_value(found).unwrap_or(Value::Null);
+    // What an owner's statement names (with the revision), so it applies here only.
+    v["registry"] = json!(s.store.id());
+    Ok(Json(v))
 }
 
 #[derive(Deserialize)]
@@ -567,7 +636,7 @@ async fn change_key(
         owner_statement(
             &s,
             &ns,
-            &sign::key_statement(add, &ns, &key, body.revision),
+            &sign::key_statement(s.store.id(), add, &ns, &key, body.revision),
             body.signer.as_deref(),
             body.signature.as_deref(),
         )

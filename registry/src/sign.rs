@@ -127,17 +127,32 @@ impl PublicKey {
     }
 }
 
-/// The statement an owner signs to add or revoke a namespace key: it names the namespace's
-/// current revision, so it applies once and cannot be replayed after any later change.
-pub fn key_statement(add: bool, namespace: &str, key: &PublicKey, revision: u64) -> String {
+/// The statement an owner signs to add or revoke a namespace key: it names the registry
+/// (its id) and the namespace's current revision, so it applies once, on that registry,
+/// and cannot be replayed after any later change or on another registry.
+pub fn key_statement(
+    registry: &str,
+    add: bool,
+    namespace: &str,
+    key: &PublicKey,
+    revision: u64,
+) -> String {
     let action = if add { "key.add" } else { "key.revoke" };
-    format!("{action}\nnamespace={namespace}\nkey={key}\nrevision={revision}\n")
+    format!(
+        "{action}\nregistry={registry}\nnamespace={namespace}\nkey={key}\nrevision={revision}\n"
+    )
 }
 
-/// The statement an owner signs to yank a version.
-pub fn yank_statement(namespace: &str, name: &str, version: &str, reason: &str) -> String {
+/// The statement an owner signs to yank a version (on the registry `registry` only).
+pub fn yank_statement(
+    registry: &str,
+    namespace: &str,
+    name: &str,
+    version: &str,
+    reason: &str,
+) -> String {
     format!(
-        "yank\npackage={namespace}/{name}@{version}\nreason={}\n",
+        "yank\nregistry={registry}\npackage={namespace}/{name}@{version}\nreason={}\n",
         reason.replace('\n', " ")
     )
 }
@@ -509,12 +524,24 @@ mod tests {
     #[test]
     fn statements_and_package_signatures_do_not_mix() {
         let key = SecretKey::generate().unwrap();
-        let st = key_statement(true, "acme", &key.public(), 3);
+        let st = key_statement("reg-a", true, "acme", &key.public(), 3);
         let sig = key.sign_statement(&st);
         key.public().verify_statement(&st, &sig).unwrap();
+        // Not at another revision, nor on another registry.
+        for other in [
+            key_statement("reg-a", true, "acme", &key.public(), 4),
+            key_statement("reg-b", true, "acme", &key.public(), 3),
+        ] {
+            assert!(key.public().verify_statement(&other, &sig).is_err());
+        }
+        let yank = yank_statement("reg-a", "acme", "hello", "1.0.0", "broken");
+        let ysig = key.sign_statement(&yank);
         assert!(
             key.public()
-                .verify_statement(&key_statement(true, "acme", &key.public(), 4), &sig)
+                .verify_statement(
+                    &yank_statement("reg-b", "acme", "hello", "1.0.0", "broken"),
+                    &ysig
+                )
                 .is_err()
         );
         // A statement signature is not a package signature over the same bytes.

@@ -27,6 +27,9 @@ const NAMESPACES: TableDefinition<&str, &[u8]> = TableDefinition::new("namespace
 const PACKAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("packages");
 const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// `id` -> this registry's random id, made when the store is created: owners' statements
+/// name it, so they cannot be replayed on another registry.
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -243,6 +246,7 @@ impl Event {
 pub struct Store {
     db: Database,
     blobs: PathBuf,
+    id: String,
 }
 
 impl std::fmt::Debug for Store {
@@ -281,9 +285,31 @@ impl Store {
             tx.open_table(PACKAGES).map_err(dberr)?;
             tx.open_table(TOKENS).map_err(dberr)?;
             tx.open_table(EVENTS).map_err(dberr)?;
+            let mut meta = tx.open_table(META).map_err(dberr)?;
+            if meta.get("id").map_err(dberr)?.is_none() {
+                let mut raw = [0u8; 16];
+                getrandom::fill(&mut raw)
+                    .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?;
+                let id = format!("wrg-{}", crate::sign::hex(&raw));
+                meta.insert("id", id.as_str()).map_err(dberr)?;
+            }
         }
         tx.commit().map_err(dberr)?;
-        Ok(Self { db, blobs })
+        let id = db
+            .begin_read()
+            .map_err(dberr)?
+            .open_table(META)
+            .map_err(dberr)?
+            .get("id")
+            .map_err(dberr)?
+            .map(|v| v.value().to_owned())
+            .unwrap_or_default();
+        Ok(Self { db, blobs, id })
+    }
+
+    /// This registry's id (random, made when the store was created).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Where the blob of `digest` lives (the digest must be 64 lower-case hex digits).

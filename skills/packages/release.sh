@@ -18,7 +18,7 @@ warden=${CARGO_TARGET_DIR:-target}/debug/warden
 "$warden" key public "$key" > skills/packages/release-key.pub.new
 mv skills/packages/release-key.pub.new skills/packages/release-key.pub
 for skill in http text; do
-  "$warden" skill pack "skills/$skill" --key "$key" --reproducible \
+  "$warden" skill pack "skills/$skill" --key "$key" \
     --target-dir "${CARGO_TARGET_DIR:-target}/wasm-skills" \
     --out "skills/packages/$skill.wsk"
 done

@@ -3,7 +3,7 @@
 // the report.
 //
 //   node mcp-check.mjs --url URL [--token T] --client v1|v2-legacy|v2-modern|v1-stdio
-//                      [--bridge PATH_TO_WARDEN]
+//                      [--bridge PATH_TO_WARDEN] [--call TOOL --args JSON]
 //
 // v1        @modelcontextprotocol/sdk 1.x (protocol 2025-11-25: initialize, session, SSE)
 // v2-legacy @modelcontextprotocol/client 2.x, legacy negotiation
@@ -17,6 +17,8 @@ const { values } = parseArgs({
     token: { type: "string" },
     client: { type: "string", default: "v1" },
     bridge: { type: "string" },
+    call: { type: "string" },
+    args: { type: "string", default: "{}" },
   },
 });
 
@@ -100,6 +102,10 @@ try {
     name: "warden_text__stats",
     arguments: { text: 42 },
   });
+  if (values.call) {
+    // One more tool, named by the test (e.g. a skill it just installed).
+    report.call = await client.callTool({ name: values.call, arguments: JSON.parse(values.args) });
+  }
   try {
     await client.callTool({ name: "warden_nope__nothing", arguments: {} });
     report.unknownTool = "accepted";

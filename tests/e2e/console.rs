@@ -1336,7 +1336,8 @@ fn skills_are_installed_per_workspace() {
         .unwrap();
     assert_eq!(text["workspaces"], json!(["acme/core"]));
     assert!(!has_text(&list(&up.addr, &local)));
-    ok(warden(d, &["skill", "workspaces", "text", "--all"]));
+    // The full `namespace/name` key works as well as the bare name.
+    ok(warden(d, &["skill", "workspaces", "warden/text", "--all"]));
     assert!(has_text(&list(&up.addr, &local)));
     assert!(up.stop().success());
 }

@@ -155,6 +155,16 @@ fn npm_ready() -> &'static std::path::Path {
 }
 
 pub(crate) fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
+    ts_client_calling(up, client, token, &[])
+}
+
+/// [`ts_client`], with extra arguments for the script (e.g. `--call TOOL --args JSON`).
+pub(crate) fn ts_client_calling(
+    up: &Up,
+    client: &str,
+    token: Option<&str>,
+    extra: &[&str],
+) -> Value {
     let dir = npm_ready();
     let mut cmd = Command::new("node");
     cmd.current_dir(dir).arg("mcp-check.mjs").args([
@@ -168,6 +178,7 @@ pub(crate) fn ts_client(up: &Up, client: &str, token: Option<&str>) -> Value {
     if let Some(t) = token {
         cmd.args(["--token", t]);
     }
+    cmd.args(extra);
     let out = cmd.output().unwrap();
     assert!(
         out.status.success(),

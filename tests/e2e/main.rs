@@ -1,7 +1,7 @@
 //! End-to-end tests of warden, in one test binary (see `host/Cargo.toml`).
 //!
 //! The setup builds every guest crate (first-party skills, the example, the hostile and
-//! bad-schema test skills) from source with the real `warden skill build --reproducible`,
+//! bad-schema test skills) from source with the real `warden skill build`,
 //! once per run, into a shared wasm target directory. The tests then drive the host runtime
 //! API and the `warden` binary against those components (and `first_party` checks that the
 //! packages embedded in the binary hold exactly the first-party components built here).

@@ -138,6 +138,10 @@ fn an_author_packs_signs_and_verifies_and_tampering_is_refused() {
         64
     );
 
+    // The happy path goes on, all real binaries: publish to a registry, install into two
+    // gateways, and an official MCP client (TypeScript SDK) calls the new tool.
+    publish_install_and_call(dir, pkg_s, &public, &signed);
+
     // Wrong key, a key trusted elsewhere.
     fails(
         warden(
@@ -340,4 +344,85 @@ fn the_gateway_trusts_no_signer_until_an_operator_adds_one() {
         "{records:?}"
     );
     drop(up);
+}
+
+/// `pkg` (signed by `public`, namespace `local`) published to a fresh registry, installed
+/// from it into two gateways (the same SHA-256 in both), and called by the TypeScript SDK.
+fn publish_install_and_call(dir: &Path, pkg: &str, public: &str, bytes: &[u8]) {
+    use crate::console::warden as cli;
+    use crate::support::cli_ok;
+    let reg = crate::registry::Registry::start(&dir.join("registry"));
+    cli_ok(reg.run(
+        &[
+            "registry",
+            "namespace",
+            "create",
+            "local",
+            "--owner",
+            "author.key.pub",
+        ],
+        None,
+        dir,
+    ));
+    let publisher = cli_ok(reg.run(&["registry", "token", "ci"], None, dir))
+        .trim()
+        .to_owned();
+    let reader = cli_ok(reg.run(&["registry", "token", "gw", "--role", "reader"], None, dir))
+        .trim()
+        .to_owned();
+    cli_ok(reg.run(&["skill", "publish", pkg], Some(&publisher), dir));
+    let digest = warden_registry::sign::sha256_hex(bytes);
+    let policy = dir.join("local.cedar");
+    std::fs::write(
+        &policy,
+        "permit (principal == Warden::Agent::\"default/default/dev/local\", action, resource);",
+    )
+    .unwrap();
+    for gw in ["gw1", "gw2"] {
+        let d = dir.join(gw);
+        let up = crate::gateway::Up::start(&d);
+        let token = up.token.clone().unwrap();
+        cli_ok(cli(&d, &["policy", "apply", policy.to_str().unwrap()]));
+        cli_ok(cli(&d, &["trust", "add", "local", "--key", public]));
+        cli_ok(cli(
+            &d,
+            &[
+                "skill",
+                "install",
+                "local/pkgdemo@0.1.0",
+                "--registry",
+                reg.url.as_str(),
+                "--registry-token",
+                &reader,
+                "--accept",
+            ],
+        ));
+        let report = crate::gateway::ts_client_calling(
+            &up,
+            "v1",
+            Some(&token),
+            &[
+                "--call",
+                "local_pkgdemo__greet",
+                "--args",
+                r#"{"name":"Ada"}"#,
+            ],
+        );
+        assert!(report.get("error").is_none(), "{report}");
+        assert_eq!(report["call"]["isError"], false, "{report}");
+        assert!(
+            crate::gateway::text_of(&report["call"]).contains("Hello, Ada!"),
+            "{report}"
+        );
+        let installed: serde_json::Value =
+            serde_json::from_str(&cli_ok(cli(&d, &["skill", "installed", "--json"]))).unwrap();
+        let sha = installed["skills"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "local/pkgdemo")
+            .map(|s| s["package"]["sha256"].clone());
+        assert_eq!(sha, Some(serde_json::json!(digest)), "{installed}");
+        assert!(up.stop().success());
+    }
 }

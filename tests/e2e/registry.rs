@@ -21,6 +21,10 @@ pub(crate) struct Registry {
 
 impl Registry {
     pub(crate) fn start(dir: &Path) -> Registry {
+        Registry::start_with(dir, &[])
+    }
+
+    pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Registry {
         let mut child = Command::new(warden_bin())
             .args([
                 "registry",
@@ -30,6 +34,7 @@ impl Registry {
                 "--registry-dir",
             ])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -533,4 +538,64 @@ async fn kill_9_during_publishes_never_leaves_a_torn_blob() {
         let bytes = std::fs::read(blobs.join(d)).unwrap();
         assert_eq!(warden_registry::sign::sha256_hex(&bytes), d);
     }
+}
+
+#[test]
+fn a_busy_or_slow_registry_refuses_rather_than_piles_up() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let reg = Registry::start_with(
+        &tmp.path().join("registry"),
+        &["--max-requests", "2", "--request-timeout-secs", "2"],
+    );
+    let token = std::fs::read_to_string(reg.dir.join("admin.token")).unwrap();
+    let addr = reg.url.trim_start_matches("http://").to_owned();
+    // Two uploads that announce a body and never send it hold both slots.
+    let stalled: Vec<std::net::TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            write!(
+                s,
+                "POST /v1/packages HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000\r\n\r\nPK",
+                token.trim()
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    let get = |path: &str| -> String {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            token.trim()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    // The third request is refused at once, not queued.
+    let mut busy = String::new();
+    for _ in 0..50 {
+        busy = get("/v1/namespaces");
+        if busy.starts_with("HTTP/1.1 503") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
+    assert!(
+        busy.to_ascii_lowercase().contains("retry-after: 1"),
+        "{busy}"
+    );
+    // The stalled uploads end with 408 when their time is up, and the slots come back.
+    for mut s in stalled {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+    }
+    assert!(get("/v1/namespaces").starts_with("HTTP/1.1 200"));
 }

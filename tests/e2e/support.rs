@@ -49,7 +49,7 @@ fn built() -> &'static Built {
         for (name, rel) in GUESTS {
             let out = dir.path().join(format!("{name}.wasm"));
             let output = Command::new(warden_bin())
-                .args(["skill", "build", "--reproducible"])
+                .args(["skill", "build"])
                 .arg(repo_root().join(rel))
                 .arg("--target-dir")
                 .arg(wasm_target_dir())
