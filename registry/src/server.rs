@@ -715,3 +715,82 @@ async fn events(
     let list = blocking(move || store.events(q.after, 1000)).await?;
     Ok(Json(json!({ "events": list })))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    /// A request body that never arrives.
+    struct Never;
+
+    impl http_body::Body for Never {
+        type Data = Bytes;
+        type Error = std::io::Error;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    fn request(
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> axum::extract::Request {
+        let mut r = axum::http::Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            r = r.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        r.body(body).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_limit_are_refused_at_once_and_slow_ones_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path()).unwrap());
+        let token = store.issue_token("ci", Role::Publisher, "test").unwrap();
+        let state = RegistryState::with_load(
+            store,
+            None,
+            LoadLimits {
+                max_requests: 1,
+                request_timeout: std::time::Duration::from_millis(200),
+            },
+        );
+        let app = router(state.clone());
+        // Every slot taken: refused at once, with a hint when to come back.
+        let held = state.busy.clone().try_acquire_owned().unwrap();
+        let r = app
+            .clone()
+            .oneshot(request("GET", "/v1/health", None, Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        drop(held);
+        let r = app
+            .clone()
+            .oneshot(request("GET", "/v1/health", None, Body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // An upload that never arrives ends when its time is up, and frees its slot.
+        let r = app
+            .clone()
+            .oneshot(request(
+                "POST",
+                "/v1/packages",
+                Some(&token),
+                Body::new(Never),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(state.busy.available_permits(), 1);
+    }
+}

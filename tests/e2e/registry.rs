@@ -541,8 +541,10 @@ async fn kill_9_during_publishes_never_leaves_a_torn_blob() {
 }
 
 #[test]
-fn a_busy_or_slow_registry_refuses_rather_than_piles_up() {
+fn a_slow_upload_ends_with_408_and_gives_its_slot_back() {
     use std::io::{Read, Write};
+    // (That a full registry answers 503 at once is unit-tested in `server`: the moment a
+    // loaded machine gets to each connection is not something to assert on here.)
     let tmp = tempfile::tempdir().unwrap();
     let reg = Registry::start_with(
         &tmp.path().join("registry"),
@@ -550,7 +552,7 @@ fn a_busy_or_slow_registry_refuses_rather_than_piles_up() {
     );
     let token = std::fs::read_to_string(reg.dir.join("admin.token")).unwrap();
     let addr = reg.url.trim_start_matches("http://").to_owned();
-    // Two uploads that announce a body and never send it hold both slots.
+    // Two uploads that announce a body and never send it.
     let stalled: Vec<std::net::TcpStream> = (0..2)
         .map(|_| {
             let mut s = std::net::TcpStream::connect(&addr).unwrap();
@@ -563,39 +565,23 @@ fn a_busy_or_slow_registry_refuses_rather_than_piles_up() {
             s
         })
         .collect();
-    let get = |path: &str| -> String {
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            token.trim()
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
-    // The third request is refused at once, not queued.
-    let mut busy = String::new();
-    for _ in 0..50 {
-        busy = get("/v1/namespaces");
-        if busy.starts_with("HTTP/1.1 503") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(busy.starts_with("HTTP/1.1 503"), "{busy}");
-    assert!(
-        busy.to_ascii_lowercase().contains("retry-after: 1"),
-        "{busy}"
-    );
-    // The stalled uploads end with 408 when their time is up, and the slots come back.
     for mut s in stalled {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
             .unwrap();
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         assert!(out.starts_with("HTTP/1.1 408"), "{out}");
+        assert!(out.contains("took longer than 2 s"), "{out}");
     }
-    assert!(get("/v1/namespaces").starts_with("HTTP/1.1 200"));
+    // Their slots are free again.
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "GET /v1/namespaces HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
