@@ -11,6 +11,7 @@
 //! Threat: malicious or tampered packages reaching the runtime (see [`package`] and
 //! [`sign`] for the cases each stops).
 
+pub mod digest;
 pub mod manifest;
 pub mod package;
 pub mod server;

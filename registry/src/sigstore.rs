@@ -24,6 +24,7 @@
 //! logged in transparency, a back-dated or forged log entry, or a bundle crafted to make the
 //! verifier and warden disagree about what was checked.
 
+use crate::digest::hex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use sha2::Digest as _;
@@ -92,10 +93,6 @@ pub struct Identity {
     pub san: String,
     /// The OIDC issuer.
     pub issuer: String,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn root_error(why: impl std::fmt::Display) -> SigstoreError {
@@ -229,7 +226,7 @@ impl SigstoreRoot {
         })?
         .map_err(root_error)?;
         Ok(Self {
-            sha256: hex(&sha256(json)),
+            sha256: crate::digest::sha256_hex(json),
             rekor,
             verifier,
         })

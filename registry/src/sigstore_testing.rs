@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use crate::digest::hex;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use rcgen::{
@@ -55,10 +56,6 @@ pub enum Tamper {
 
 fn p256() -> KeyPair {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
