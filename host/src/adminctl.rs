@@ -128,6 +128,9 @@ pub enum AgentCommand {
         /// Calls per second (0: unlimited; default: the gateway's).
         #[arg(long)]
         rate_limit: Option<u32>,
+        /// The admin who owns the agent: never counted as an approver of its requests.
+        #[arg(long)]
+        owner: Option<String>,
     },
     /// List agents.
     List,
@@ -289,7 +292,14 @@ pub enum TrustCommand {
     },
 }
 
-struct Client(ApiClient);
+pub(crate) struct Client(ApiClient);
+
+impl Target {
+    /// Whether to print the API's JSON.
+    pub(crate) fn json(&self) -> bool {
+        self.json
+    }
+}
 
 fn data_dir(t: &Target) -> PathBuf {
     t.data_dir
@@ -298,7 +308,7 @@ fn data_dir(t: &Target) -> PathBuf {
 }
 
 impl Client {
-    fn new(t: &Target) -> Result<Self> {
+    pub(crate) fn new(t: &Target) -> Result<Self> {
         Ok(Self(ApiClient::resolve(
             t.url.as_deref(),
             t.admin_token.as_deref(),
@@ -312,9 +322,19 @@ impl Client {
         )?))
     }
 
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value> {
         let bytes = body.map(|b| b.to_string()).unwrap_or_default();
         self.call_raw(method, path, bytes.into_bytes()).await
+    }
+
+    /// A server-sent event stream from the gateway.
+    pub(crate) async fn stream(&self, path: &str) -> Result<hyper::body::Incoming> {
+        self.0.stream(path).await
     }
 
     /// A call where a conflict (409) is an error too.
@@ -323,7 +343,12 @@ impl Client {
     }
 
     /// [`Client::call_strict`] with a body.
-    async fn call_strict_body(&self, method: &str, path: &str, body: Vec<u8>) -> Result<Value> {
+    pub(crate) async fn call_strict_body(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<Value> {
         self.0.call(method, path, body, &[]).await
     }
 
@@ -336,7 +361,7 @@ impl Client {
 }
 
 /// `?k=v&...` of the pairs that have a value (form-encoded), or "".
-fn query_string(pairs: &[(&str, Option<String>)]) -> String {
+pub(crate) fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     let present: Vec<(&str, &str)> = pairs
         .iter()
         .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
@@ -347,7 +372,7 @@ fn query_string(pairs: &[(&str, Option<String>)]) -> String {
     }
 }
 
-fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
+pub(crate) fn print(json: bool, value: &Value, human: impl FnOnce(&Value)) {
     if json {
         println!("{value}");
     } else {
@@ -389,12 +414,16 @@ pub async fn agent(t: Target, cmd: AgentCommand) -> Result<()> {
             path,
             groups,
             rate_limit,
+            owner,
         } => {
             let v = c
                 .call(
                     "POST",
                     "/admin/v1/agents",
-                    Some(json!({"path": path, "groups": groups, "rate_limit": rate_limit})),
+                    Some(
+                        json!({"path": path, "groups": groups, "rate_limit": rate_limit,
+                                "owner": owner}),
+                    ),
                 )
                 .await?;
             print(t.json, &v, |_| println!("agent {path} saved"));
@@ -404,10 +433,11 @@ pub async fn agent(t: Target, cmd: AgentCommand) -> Result<()> {
             print(t.json, &v, |v| {
                 for a in v["agents"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<40} groups={} rate_limit={}",
+                        "{:<40} groups={} rate_limit={} owner={}",
                         a["path"].as_str().unwrap_or(""),
                         a["groups"],
-                        a["rate_limit"]
+                        a["rate_limit"],
+                        a["owner"]
                     );
                 }
             });

@@ -79,6 +79,38 @@ impl ApiClient {
         })
     }
 
+    /// Sends one request (the token in `Authorization`) and returns the response, whose
+    /// body is still to be read.
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(http::header::HeaderName, &str)],
+    ) -> Result<http::Response<hyper::body::Incoming>> {
+        let uri: http::Uri = format!("{}{path}", self.base)
+            .parse()
+            .with_context(|| format!("the {} URL is not valid", self.what))?;
+        let mut send = warden::transport::stdio::connect(&uri)
+            .await
+            .with_context(|| format!("is the {} running at {}?", self.what, self.base))?;
+        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(http::header::HOST, authority)
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            );
+        for (name, value) in headers {
+            req = req.header(name, *value);
+        }
+        Ok(send
+            .send_request(req.body(Full::new(Bytes::from(body)))?)
+            .await?)
+    }
+
     /// One request; returns the status and the body.
     pub async fn request(
         &self,
@@ -87,24 +119,14 @@ impl ApiClient {
         body: Vec<u8>,
         content_type: &str,
     ) -> Result<(http::StatusCode, Bytes)> {
-        let uri: http::Uri = format!("{}{path}", self.base)
-            .parse()
-            .with_context(|| format!("the {} URL is not valid", self.what))?;
-        let mut send = warden::transport::stdio::connect(&uri)
-            .await
-            .with_context(|| format!("is the {} running at {}?", self.what, self.base))?;
-        let authority = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let req = http::Request::builder()
-            .method(method)
-            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-            .header(http::header::HOST, authority)
-            .header(
-                http::header::AUTHORIZATION,
-                format!("Bearer {}", self.token),
+        let resp = self
+            .send(
+                method,
+                path,
+                body,
+                &[(http::header::CONTENT_TYPE, content_type)],
             )
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(Bytes::from(body)))?;
-        let resp = send.send_request(req).await?;
+            .await?;
         let status = resp.status();
         // An answer is at most a package plus headroom; a server cannot make the CLI
         // buffer more.
@@ -118,6 +140,30 @@ impl ApiClient {
 }
 
 impl ApiClient {
+    /// A GET whose answer is read as it arrives (server-sent events): the body, once the
+    /// status says success.
+    pub async fn stream(&self, path: &str) -> Result<hyper::body::Incoming> {
+        let resp = self
+            .send(
+                "GET",
+                path,
+                Vec::new(),
+                &[(http::header::ACCEPT, "text/event-stream")],
+            )
+            .await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            json_or_error(status, &body, &[])?;
+            bail!("{status}");
+        }
+        Ok(resp.into_body())
+    }
+
     /// A JSON call: the body (if any) as JSON; the answer as [`json_or_error`] reads it.
     pub async fn call(
         &self,

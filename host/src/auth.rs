@@ -394,6 +394,14 @@ pub fn bearer<'a>(
     Ok(token.trim())
 }
 
+/// Whose token the `Authorization` header carries (principal and public token id), for
+/// the record of a request refused because the token is of the wrong kind.
+pub fn token_owner(store: &Store, authorization: Option<&str>) -> Option<(String, String)> {
+    let token = bearer(authorization, None).ok()?;
+    let record = store.token(&shaped_hash(token).ok()?).ok()??;
+    Some((record.principal, record.id))
+}
+
 /// Checks a token's shape and state. Returns the record and its hash.
 fn check(
     store: &Store,
@@ -636,10 +644,13 @@ pub fn authenticate_admin(
     query: Option<&str>,
 ) -> Result<Admin, AuthError> {
     let token = bearer(authorization, query)?;
-    let (record, _) = check(store, token, None)?;
+    let hash = shaped_hash(token)?;
+    let record = store.token(&hash)?.ok_or(AuthError::Unknown)?;
+    // An agent's token (of any standing) is the wrong kind here, whatever else is wrong.
     if record.kind != TokenKind::Admin {
         return Err(AuthError::WrongKind);
     }
+    standing(&record, None, now_secs())?;
     Ok(Admin {
         token_id: record.id,
         name: record.principal,

@@ -5,6 +5,7 @@
 //! entry point (the gateway, tests) would need: that lives in the library modules.
 
 use crate::adminctl;
+use crate::approvalctl;
 use crate::packaging;
 use crate::registryctl;
 use crate::scaffold::{self, SdkSource};
@@ -44,6 +45,13 @@ enum Command {
         /// Seconds in-flight calls may take to finish after SIGINT/SIGTERM.
         #[arg(long, default_value_t = 10)]
         drain_secs: u64,
+        /// Seconds a call needing approval waits for a decision before it answers
+        /// "approval pending" (retrying the same call picks the decision up).
+        #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(0..=3600))]
+        approval_wait_secs: u64,
+        /// Seconds an approval task stays decidable, and an approval usable.
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        approval_ttl_secs: u64,
         /// Default calls per second per agent (burst twice that; 0: unlimited).
         #[arg(long, default_value_t = 50, env = warden::env::RATE_LIMIT)]
         rate_limit: u32,
@@ -80,6 +88,32 @@ enum Command {
         target: adminctl::Target,
         #[command(subcommand)]
         command: adminctl::AgentCommand,
+    },
+    /// Approval tasks: list, show, approve, deny, modify (through the admin API).
+    Approvals {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: approvalctl::ApprovalsCommand,
+    },
+    /// Approval webhooks: notify a workspace's relay when a task opens (through the admin API).
+    Webhook {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: approvalctl::WebhookCommand,
+    },
+    /// The terminal desk: pending approval tasks, live; approve, deny, modify.
+    Desk {
+        #[command(flatten)]
+        target: adminctl::Target,
+    },
+    /// Approvers: who decides approval tasks where, in which groups (through the admin API).
+    Approver {
+        #[command(flatten)]
+        target: adminctl::Target,
+        #[command(subcommand)]
+        command: approvalctl::ApproverCommand,
     },
     /// Service and admin tokens (through the admin API).
     Token {
@@ -355,6 +389,8 @@ pub fn main() -> Result<()> {
             public_hosts,
             issue_token,
             drain_secs,
+            approval_wait_secs,
+            approval_ttl_secs,
             rate_limit,
             public_url,
             unsafe_no_audit,
@@ -380,12 +416,22 @@ pub fn main() -> Result<()> {
             },
             issue_token,
             drain: std::time::Duration::from_secs(drain_secs),
+            approval_wait: std::time::Duration::from_secs(approval_wait_secs),
+            approval_ttl: approval_ttl_secs,
             rate_limit,
             public_url,
             unsafe_no_audit,
         })),
         Command::Scope { target, command } => rt.block_on(adminctl::scope(target, command)),
         Command::Agent { target, command } => rt.block_on(adminctl::agent(target, command)),
+        Command::Approvals { target, command } => {
+            rt.block_on(approvalctl::approvals(target, command))
+        }
+        Command::Desk { target } => rt.block_on(crate::desktui::run(target)),
+        Command::Webhook { target, command } => rt.block_on(approvalctl::webhook(target, command)),
+        Command::Approver { target, command } => {
+            rt.block_on(approvalctl::approver(target, command))
+        }
         Command::Token { target, command } => rt.block_on(adminctl::token(target, command)),
         Command::Policy { target, command } => rt.block_on(adminctl::policy(target, command)),
         Command::Audit { target, command } => rt.block_on(adminctl::audit(target, command)),

@@ -123,7 +123,26 @@ pub fn put_agent(
     groups: Vec<String>,
     rate_limit: Option<u32>,
 ) -> Result<AgentRecord, IdentityError> {
+    put_agent_owned(store, path, groups, rate_limit, None)
+}
+
+/// [`put_agent`], naming the admin who owns the agent (`None` keeps the current owner). An
+/// owner never counts as an approver of its agent's requests.
+pub fn put_agent_owned(
+    store: &impl Tables,
+    path: &str,
+    groups: Vec<String>,
+    rate_limit: Option<u32>,
+    owner: Option<String>,
+) -> Result<AgentRecord, IdentityError> {
     parse_path(path, 4)?;
+    if let Some(o) = &owner
+        && !valid_segment(o)
+    {
+        return Err(IdentityError::Invalid(format!(
+            "owner `{o}` is invalid: name an admin (1-32 lower-case letters, digits or '-')"
+        )));
+    }
     for g in &groups {
         if !valid_segment(g) {
             return Err(IdentityError::Invalid(format!(
@@ -137,11 +156,14 @@ pub fn put_agent(
             "environment `{env}` does not exist: create it first"
         )));
     }
-    let created_at = store.agent(path)?.map_or_else(now_secs, |a| a.created_at);
+    let existing = store.agent(path)?;
+    let created_at = existing.as_ref().map_or_else(now_secs, |a| a.created_at);
+    let owner = owner.or_else(|| existing.and_then(|a| a.owner));
     let record = AgentRecord {
         groups,
         rate_limit,
         created_at,
+        owner,
     };
     store.put_agent(path, &record)?;
     Ok(record)

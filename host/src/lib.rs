@@ -10,9 +10,11 @@
 //! in the binary crate, not in this API.
 
 pub mod admin;
+pub mod approvals;
 pub mod audit;
 pub mod auth;
 pub mod datadir;
+pub mod desk;
 pub mod env;
 pub mod first_party;
 pub mod gateway;
@@ -25,3 +27,4 @@ pub mod runtime;
 pub mod storage;
 pub mod transport;
 pub mod vault;
+pub mod webhooks;

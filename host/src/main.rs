@@ -5,7 +5,9 @@
 
 mod adminctl;
 mod apiclient;
+mod approvalctl;
 mod cli;
+mod desktui;
 mod packaging;
 mod registryctl;
 mod scaffold;

@@ -46,6 +46,14 @@ const TRUST: TableDefinition<&str, &[u8]> = TableDefinition::new("trust");
 const TRUST_ROOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("trust_roots");
 /// `keyring` -> the vault's keyring (master key versions wrapped by the root key).
 const VAULT: TableDefinition<&str, &[u8]> = TableDefinition::new("vault");
+/// Approval tasks, by id (`apr_...`).
+const APPROVALS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvals");
+/// The open approval task of each binding (`agent\ntool\nargs digest` -> JSON task id).
+const APPROVAL_OPEN: TableDefinition<&str, &[u8]> = TableDefinition::new("approval_open");
+/// Approvers: admin name -> where they decide and their groups.
+const APPROVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvers");
+/// Approval webhooks: `tenant/workspace` -> where notices go and the secret signing them.
+const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
 /// Store metadata (`schema` -> format version).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -195,6 +203,114 @@ pub struct AgentRecord {
     #[serde(default)]
     pub rate_limit: Option<u32>,
     /// Unix seconds of creation.
+    pub created_at: u64,
+    /// The admin responsible for the agent: never counted as an approver of its requests.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// An approval task (see `approvals`): a call policy said needs a human's approval, what
+/// it is bound to, and the votes cast on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// `apr_` and 24 hex digits.
+    pub id: String,
+    /// `pending`, `approved`, `denied`, `expired`, `executed` or `invalidated`.
+    pub state: String,
+    /// The exposed tool name.
+    pub tool: String,
+    /// The skill's key (`namespace/name`).
+    pub skill: String,
+    /// The skill's digest when the task was opened (an approval runs only on it).
+    pub skill_digest: String,
+    /// The tool's description (what the approver is shown).
+    pub description: String,
+    /// The tool's annotations (risk hints; untrusted).
+    pub annotations: serde_json::Value,
+    /// The arguments the agent sent.
+    pub arguments: serde_json::Value,
+    /// BLAKE3 of their canonical JSON (RFC 8785): the binding.
+    pub args_digest: String,
+    /// The arguments an approver replaced them with, if modified.
+    #[serde(default)]
+    pub modified_arguments: Option<serde_json::Value>,
+    /// The agent's path.
+    pub agent: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its workspace.
+    pub workspace: String,
+    /// Its environment.
+    pub environment: String,
+    /// The policy version that asked for approval.
+    pub policy_version: u64,
+    /// The rules that asked.
+    pub policies: Vec<String>,
+    /// What the rules ask for (`required`, `2-of:group:finance`, ...).
+    pub quorums: Vec<String>,
+    /// Why the agent says it makes the call.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The correlation id of the request that opened it.
+    pub request_id: String,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds after which it can be neither decided nor used.
+    pub expires_at: u64,
+    /// When it was approved, denied or expired.
+    #[serde(default)]
+    pub decided_at: Option<u64>,
+    /// Votes on the current arguments (a modification starts them anew).
+    #[serde(default)]
+    pub votes: Vec<ApprovalVote>,
+    /// The denial's (or modification's) note, for the agent.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// When a call ran on it.
+    #[serde(default)]
+    pub executed_at: Option<u64>,
+    /// The correlation id of that call.
+    #[serde(default)]
+    pub executed_by_request: Option<String>,
+}
+
+/// One approver's vote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalVote {
+    /// Admin name.
+    pub approver: String,
+    /// `approve`, `deny` or `modify`.
+    pub vote: String,
+    /// The approver's groups when voting.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Remark.
+    #[serde(default)]
+    pub note: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+/// A workspace's approval webhook.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookRecord {
+    /// Where notices are posted (`http` or `https`).
+    pub url: String,
+    /// The name of the vault secret (in the workspace or its tenant) that signs them.
+    pub secret: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// What an admin may decide as an approver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApproverRecord {
+    /// `*`, `tenant` or `tenant/workspace`: where the approver decides.
+    pub scopes: Vec<String>,
+    /// Groups (an `@approval("2-of:group:finance")` rule counts members of `finance`).
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Unix seconds.
     pub created_at: u64,
 }
 
@@ -459,6 +575,10 @@ impl Store {
             txn.open_table(TRUST)?;
             txn.open_table(TRUST_ROOTS)?;
             txn.open_table(VAULT)?;
+            txn.open_table(APPROVALS)?;
+            txn.open_table(APPROVAL_OPEN)?;
+            txn.open_table(APPROVERS)?;
+            txn.open_table(WEBHOOKS)?;
             Ok(())
         })?;
         store.migrate_skill_keys()?;
@@ -1145,6 +1265,96 @@ pub trait Tables: sealed::Raw {
     /// Stores the vault's keyring.
     fn put_keyring(&self, record: &KeyringRecord) -> Result<(), StoreError> {
         put(self, VAULT, "keyring", record)
+    }
+
+    /// One approval task.
+    fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.raw_get(APPROVALS, id)
+    }
+
+    /// Every approval task (ids sort by nothing in particular: callers order by time).
+    fn approvals(&self) -> Result<Vec<ApprovalRecord>, StoreError> {
+        Ok(self
+            .raw_all(APPROVALS)?
+            .into_iter()
+            .map(|(_, t)| t)
+            .collect())
+    }
+
+    /// Stores an approval task.
+    fn put_approval(&self, record: &ApprovalRecord) -> Result<(), StoreError> {
+        put(self, APPROVALS, &record.id, record)
+    }
+
+    /// The open task of a binding.
+    fn open_approval(&self, binding: &str) -> Result<Option<String>, StoreError> {
+        self.raw_get(APPROVAL_OPEN, binding)
+    }
+
+    /// Opens (`Some`) or closes (`None`) the task of a binding.
+    fn set_open_approval(&self, binding: &str, id: Option<&str>) -> Result<(), StoreError> {
+        match id {
+            Some(id) => put(self, APPROVAL_OPEN, binding, &id),
+            None => self.raw_write(|txn| {
+                txn.open_table(APPROVAL_OPEN)?.remove(binding)?;
+                Ok(())
+            }),
+        }
+    }
+
+    /// Every open binding and its task id.
+    fn open_approvals(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.raw_all(APPROVAL_OPEN)
+    }
+
+    /// An approver's record.
+    fn approver(&self, name: &str) -> Result<Option<ApproverRecord>, StoreError> {
+        self.raw_get(APPROVERS, name)
+    }
+
+    /// Every approver.
+    fn approvers(&self) -> Result<Vec<(String, ApproverRecord)>, StoreError> {
+        self.raw_all(APPROVERS)
+    }
+
+    /// Stores (`Some`) or removes (`None`) an approver; whether one was there.
+    fn put_approver(
+        &self,
+        name: &str,
+        record: Option<&ApproverRecord>,
+    ) -> Result<bool, StoreError> {
+        let existed = self.approver(name)?.is_some();
+        match record {
+            Some(r) => put(self, APPROVERS, name, r)?,
+            None => self.raw_write(|txn| {
+                txn.open_table(APPROVERS)?.remove(name)?;
+                Ok(())
+            })?,
+        }
+        Ok(existed)
+    }
+
+    /// A workspace's webhook.
+    fn webhook(&self, scope: &str) -> Result<Option<WebhookRecord>, StoreError> {
+        self.raw_get(WEBHOOKS, scope)
+    }
+
+    /// Every webhook, by `tenant/workspace`.
+    fn webhooks(&self) -> Result<Vec<(String, WebhookRecord)>, StoreError> {
+        self.raw_all(WEBHOOKS)
+    }
+
+    /// Sets (`Some`) or removes (`None`) a workspace's webhook; whether one was there.
+    fn put_webhook(&self, scope: &str, record: Option<&WebhookRecord>) -> Result<bool, StoreError> {
+        let existed = self.webhook(scope)?.is_some();
+        match record {
+            Some(r) => put(self, WEBHOOKS, scope, r)?,
+            None => self.raw_write(|txn| {
+                txn.open_table(WEBHOOKS)?.remove(scope)?;
+                Ok(())
+            })?,
+        }
+        Ok(existed)
     }
 
     /// Appends a policy version; `bytes` receives the next version number.

@@ -40,6 +40,10 @@ pub struct UpOptions {
     pub issue_token: bool,
     /// How long in-flight calls may finish after a shutdown signal.
     pub drain: Duration,
+    /// How long a call needing approval waits for a decision.
+    pub approval_wait: Duration,
+    /// How long an approval task stays decidable (seconds).
+    pub approval_ttl: u64,
     /// Default calls per second per agent (0: unlimited).
     pub rate_limit: u32,
     /// The URL clients reach the gateway at (default `http://<listen address>`); agent
@@ -178,6 +182,8 @@ pub async fn up(opts: UpOptions) -> Result<()> {
             audit: !opts.unsafe_no_audit,
             vault: opts.vault.clone(),
             runtime: Some(runtime.clone()),
+            approval_wait: opts.approval_wait,
+            approval_ttl: opts.approval_ttl,
         },
     )?);
 
@@ -214,11 +220,22 @@ pub async fn up(opts: UpOptions) -> Result<()> {
 
     let shutdown = CancellationToken::new();
     let streams = CancellationToken::new();
+    let secure = base_url.starts_with("https://");
+    // Approval notices go to workspace webhooks off the call path.
+    tokio::spawn(warden::webhooks::run(
+        gateway.clone(),
+        format!("{base_url}/desk"),
+    ));
     let state = HttpState {
         gateway: gateway.clone(),
         base_url,
     };
-    let admin = warden::admin::router(gateway.clone());
+    // The web desk shares the listener (and its Host and Origin checks) with the admin API.
+    let admin = warden::admin::router(gateway.clone()).merge(warden::desk::router(
+        gateway.clone(),
+        secure,
+        streams.clone(),
+    ));
     let app = http::router(state, opts.access.clone(), streams.clone(), admin);
     // Upkeep: summaries of refused floods, idle session bindings, long-expired tokens.
     let upkeep = {
@@ -254,6 +271,10 @@ pub async fn up(opts: UpOptions) -> Result<()> {
         Err(e) => println!("  vault:    unavailable ({e})"),
     }
     println!("  MCP URL:  {url}");
+    println!(
+        "  desk:     {}/desk (sign in with an admin token)",
+        url.trim_end_matches("/mcp")
+    );
     println!(
         "  admin:    {} (policy version {}; `warden token|agent|policy|audit` use it)",
         admin_file.display(),

@@ -112,6 +112,24 @@ pub(crate) fn admin(
     )
 }
 
+/// The response head of an admin GET that streams (read until the blank line).
+fn first_bytes(addr: &str, token: &str, path: &str) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\r\n"
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
 /// `POST /token` with a form body: (status, body).
 fn token_endpoint(addr: &str, form: &str) -> (u16, String) {
     let (status, _, body) = raw(
@@ -584,7 +602,8 @@ fn sessions_fail_closed_and_streams_end_with_their_token() {
 fn policy_is_applied_tested_and_enforced_through_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let up = Up::start(d);
+    // Calls needing approval answer at once (the approvals suite covers waiting).
+    let up = Up::start_with(d, &["--approval-wait-secs", "0"]);
     let addr = up.addr.clone();
     let adm = admin_token(d);
     // The starter policy is version 1 and lets the local agent use the first-party tools.
@@ -667,7 +686,8 @@ fn policy_is_applied_tested_and_enforced_through_the_gateway() {
         json!({"text": "abc", "pattern": "b"}),
     );
     assert_eq!(result_of(&short)["result"]["isError"], false, "{short}");
-    // Approval required: recorded and refused with a clear error.
+    // Approval required: a task is opened, nothing runs, and the agent is told how to
+    // pick up the decision.
     let (_, _, hash) = call(
         &addr,
         Some(&bot),
@@ -677,7 +697,7 @@ fn policy_is_applied_tested_and_enforced_through_the_gateway() {
     let hash = result_of(&hash);
     assert_eq!(hash["result"]["isError"], true);
     assert!(
-        text_of(&hash["result"]).contains("approval required"),
+        text_of(&hash["result"]).contains("approval pending"),
         "{hash}"
     );
 
@@ -972,7 +992,17 @@ fn audit_chain_verifies_and_a_flipped_byte_is_named() {
             ps.iter()
                 .any(|q| q["in"] == "query" && q["required"] == true)
         });
+        // An event stream never ends: its first bytes are checked instead.
+        let streams = ops["get"]["responses"]["200"]["content"]
+            .get("text/event-stream")
+            .is_some();
         if ops.get("get").is_some() && !p.contains('{') && !needs_query {
+            if streams {
+                let head = first_bytes(&up.addr, &adm, p);
+                assert!(head.starts_with("HTTP/1.1 200"), "GET {p}: {head}");
+                assert!(head.contains("text/event-stream"), "GET {p}: {head}");
+                continue;
+            }
             let (status, body) = admin(&up.addr, &adm, "GET", p, None);
             assert_eq!(status, 200, "GET {p}: {body}");
         }

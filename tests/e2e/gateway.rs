@@ -135,14 +135,18 @@ impl Drop for Up {
     }
 }
 
-fn npm_ready() -> &'static std::path::Path {
+pub(crate) fn npm_ready() -> &'static std::path::Path {
     static DIR: OnceLock<std::path::PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = repo_root().join("tests/clients");
-        if !dir
-            .join("node_modules/@modelcontextprotocol/client")
-            .exists()
-        {
+        let installed = [
+            "@modelcontextprotocol/client",
+            "@modelcontextprotocol/sdk",
+            "playwright-core",
+        ]
+        .iter()
+        .all(|p| dir.join("node_modules").join(p).exists());
+        if !installed {
             let status = Command::new("npm")
                 .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
                 .current_dir(&dir)
@@ -703,6 +707,8 @@ impl InProcess {
                         passphrase: false,
                     },
                     runtime: None,
+                    approval_wait: warden::approvals::DEFAULT_WAIT,
+                    approval_ttl: warden::approvals::DEFAULT_TTL,
                 },
             )
             .unwrap(),

@@ -708,6 +708,8 @@ mod tests {
             Outcome::Trap,
             Outcome::Denied,
             Outcome::ApprovalRequired,
+            Outcome::ApprovalDenied,
+            Outcome::ApprovalExpired,
             Outcome::UnknownTool,
             Outcome::Unauthenticated,
             Outcome::RateLimited,

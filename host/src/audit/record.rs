@@ -65,6 +65,12 @@ pub struct AuditRecord {
     /// Uses beyond those kept in `capabilities`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub capabilities_dropped: u64,
+    /// The approval task the request opened, waited on, ran on or decided (`apr_...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    /// An approver's vote (`approve`, `deny`, `modify`) or the task's new state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote: Option<String>,
     /// MAC of the previous record. Assigned by the writer.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub prev: String,
@@ -110,8 +116,12 @@ pub enum Outcome {
     Trap,
     /// Policy (or the caller's role) refused it.
     Denied,
-    /// Policy requires a human's approval.
+    /// Policy requires a human's approval, which has not been given (yet).
     ApprovalRequired,
+    /// An approver denied the call.
+    ApprovalDenied,
+    /// The approval expired before it was given or used, or the skill changed since.
+    ApprovalExpired,
     /// No such tool (or not installed in the caller's workspace).
     UnknownTool,
     /// No valid credentials.
@@ -135,6 +145,8 @@ impl Outcome {
             Self::Trap => "trap",
             Self::Denied => "denied",
             Self::ApprovalRequired => "approval_required",
+            Self::ApprovalDenied => "approval_denied",
+            Self::ApprovalExpired => "approval_expired",
             Self::UnknownTool => "unknown_tool",
             Self::Unauthenticated => "unauthenticated",
             Self::RateLimited => "rate_limited",
@@ -153,6 +165,8 @@ impl From<&str> for Outcome {
             Self::Trap,
             Self::Denied,
             Self::ApprovalRequired,
+            Self::ApprovalDenied,
+            Self::ApprovalExpired,
             Self::UnknownTool,
             Self::Unauthenticated,
             Self::RateLimited,
@@ -259,6 +273,8 @@ impl AuditRecord {
             self.decision.as_mut(),
             self.args_digest.as_mut(),
             self.error_class.as_mut(),
+            self.approval.as_mut(),
+            self.vote.as_mut(),
         ]
         .into_iter()
         .flatten()

@@ -23,6 +23,7 @@
 //! wasmtime chains) reaching an agent, and unauthenticated floods.
 
 use super::{Entry, Gateway, target};
+use crate::approvals::{self, ApprovalError, Ticket};
 use crate::audit::{Outcome, PendingRecord, digest, redact};
 use crate::auth::{self, AuthError, Principal};
 use crate::policy::{Circumstances, Decision};
@@ -99,6 +100,29 @@ impl Refusal {
             Self::AuditUnavailable | Self::StoreUnavailable => Outcome::Error,
         }
     }
+}
+
+/// What a transport learned of a call beyond its name and arguments.
+#[derive(Debug, Default)]
+pub struct CallOptions {
+    /// Why the agent says it makes the call (the request's `_meta`), shown to approvers.
+    pub reason: Option<String>,
+    /// Receives the time waited, about every [`PROGRESS_EVERY`], while the call waits
+    /// for an approval (the transport turns it into progress notifications).
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<std::time::Duration>>,
+    /// How long to wait for an approval instead of the gateway's setting (an MCP task
+    /// waits as long as the approval can be given).
+    pub wait: Option<std::time::Duration>,
+}
+
+/// How often a call waiting for an approval reports progress.
+pub const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What policy asked of a call that needs approval.
+struct Ask {
+    policy_version: u64,
+    policies: Vec<String>,
+    quorums: Vec<crate::policy::Quorum>,
 }
 
 /// What a tool call produced: a result (`is_error` for tool failures, which the model can
@@ -291,12 +315,50 @@ impl Gateway {
         Ok(())
     }
 
+    /// Whether a call of `name` with `arguments` by `caller` would wait for a human's
+    /// approval (a transport may then answer with a task to poll instead of holding the
+    /// request open). A pure check: nothing is recorded or opened.
+    pub fn needs_approval(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: &Map<String, Value>,
+    ) -> bool {
+        let subject = &caller.principal.subject;
+        let Some(entry) = self
+            .catalog
+            .get(name)
+            .filter(|e| self.installed_for(&e.key, subject))
+        else {
+            return false;
+        };
+        let c = Self::circumstances(caller, arguments.clone());
+        matches!(
+            self.policy().engine.decide(subject, &target(&entry), &c),
+            Decision::RequireApproval { .. }
+        )
+    }
+
     /// `tools/call`: policy, then the skill, then the durable record, then the reply.
     pub async fn call_tool(
         &self,
         caller: &Caller,
         name: &str,
         arguments: Map<String, Value>,
+        record: PendingRecord,
+    ) -> Result<ToolReply, Refusal> {
+        self.call_tool_with(caller, name, arguments, CallOptions::default(), record)
+            .await
+    }
+
+    /// [`Gateway::call_tool`] with what the transport learned beyond the arguments (the
+    /// agent's stated reason, a progress channel for approval waits).
+    pub async fn call_tool_with(
+        &self,
+        caller: &Caller,
+        name: &str,
+        arguments: Map<String, Value>,
+        options: CallOptions,
         mut record: PendingRecord,
     ) -> Result<ToolReply, Refusal> {
         let _in_flight = self.begin_call();
@@ -328,22 +390,212 @@ impl Gateway {
                 record.record().reasons = reasons;
                 self.finish(record, Outcome::Denied).await?;
                 // Indistinguishable from an unknown tool.
-                return Err(Refusal::UnknownTool);
+                Err(Refusal::UnknownTool)
             }
-            Decision::RequireApproval { .. } => {
-                self.finish(record, Outcome::ApprovalRequired).await?;
-                return Ok(ToolReply::failure(format!(
-                    "approval required: calling `{name}` needs a human's approval, which this \
-                     gateway cannot collect yet; the request was recorded and refused"
-                )));
+            Decision::RequireApproval { policies, quorums } => {
+                let ask = Ask {
+                    policy_version: policy.version,
+                    policies,
+                    quorums,
+                };
+                self.call_with_approval(caller, &entry, arguments, ask, options, record)
+                    .await
             }
             Decision::Allow { ref policies } => {
                 if policy.engine.records_arguments(policies) {
                     record.record().arguments =
                         Some(redact(&arguments, &entry.tool().input_schema));
                 }
+                self.execute(caller, &entry, &arguments, record).await
             }
         }
+    }
+
+    /// A call policy allows only with a human's approval: find or open its task, wait for
+    /// a decision (up to the configured wait), then run it, or say why not.
+    async fn call_with_approval(
+        &self,
+        caller: &Caller,
+        entry: &Entry,
+        arguments: Value,
+        ask: Ask,
+        options: CallOptions,
+        mut record: PendingRecord,
+    ) -> Result<ToolReply, Refusal> {
+        let request = approvals::Request {
+            agent: caller.agent.clone(),
+            tool: entry.exposed.clone(),
+            skill: entry.key.to_string(),
+            skill_digest: entry.skill.digest().to_owned(),
+            description: entry.tool().description.clone(),
+            annotations: serde_json::to_value(&entry.tool().annotations).unwrap_or_default(),
+            args_digest: digest(&arguments),
+            arguments,
+            policy_version: ask.policy_version,
+            policies: ask.policies,
+            quorums: ask.quorums,
+            reason: options
+                .reason
+                .map(|r| approvals::truncate(r, approvals::MAX_REASON)),
+            request_id: record.id().to_owned(),
+        };
+        let first = match self.approvals.take_or_open(&request) {
+            Ok(ticket) => ticket,
+            Err(ApprovalError::TooMany(n)) => {
+                record.record().error_class = Some("too_many_approvals".into());
+                self.finish(record, Outcome::ApprovalRequired).await?;
+                return Ok(ToolReply::failure(ApprovalError::TooMany(n).to_string()));
+            }
+            Err(ApprovalError::Store(e)) => {
+                tracing::error!(error = %e, "approval tasks could not be read; refusing call");
+                record.record().error_class = Some("store".into());
+                self.finish(record, Outcome::Error).await?;
+                return Err(Refusal::StoreUnavailable);
+            }
+        };
+        let id = first.task().id.clone();
+        record.record().approval = Some(id.clone());
+        if matches!(first, Ticket::Pending { .. }) && first.task().request_id == request.request_id
+        {
+            self.record_request(caller, &request, &id).await?;
+        }
+        let progress = options.progress;
+        let wait = options.wait.unwrap_or_else(|| self.approvals.wait());
+        let settled = self
+            .approvals
+            .settle(&request, first, wait, PROGRESS_EVERY, |waited| {
+                if let Some(p) = &progress {
+                    let _ = p.send(waited);
+                }
+            })
+            .await;
+        let ticket = match settled {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "approval tasks could not be read; refusing call");
+                record.record().error_class = Some("store".into());
+                self.finish(record, Outcome::Error).await?;
+                return Err(Refusal::StoreUnavailable);
+            }
+        };
+        record.record().approval = Some(ticket.task().id.clone());
+        let name = &entry.exposed;
+        match ticket {
+            Ticket::Run { task, arguments } => {
+                record.record().vote = Some("executed".into());
+                let modified = task.modified_arguments.is_some();
+                if modified {
+                    // An approver's arguments pass policy like the agent's did.
+                    let args = arguments.as_object().cloned().unwrap_or_default();
+                    let c = Self::circumstances(caller, args);
+                    let decision =
+                        self.policy()
+                            .engine
+                            .decide(&caller.principal.subject, &target(entry), &c);
+                    if let Decision::Deny { reasons, .. } = decision {
+                        record.record().reasons = reasons;
+                        self.finish(record, Outcome::Denied).await?;
+                        return Ok(ToolReply::failure(format!(
+                            "an approver modified the arguments of `{name}`, and policy does \
+                             not allow the modified call (approval {})",
+                            task.id
+                        )));
+                    }
+                }
+                let mut reply = self.execute(caller, entry, &arguments, record).await?;
+                if modified {
+                    let note = task
+                        .note
+                        .as_deref()
+                        .map(|n| format!(" (note: {n})"))
+                        .unwrap_or_default();
+                    reply.text = format!(
+                        "[warden] An approver modified the arguments before this call ran{note}. \
+                         It ran with: {arguments}\n\n{}",
+                        reply.text
+                    );
+                }
+                Ok(reply)
+            }
+            Ticket::Pending { task } => {
+                self.finish(record, Outcome::ApprovalRequired).await?;
+                let needs = approvals::missing(&approvals::quorums(&task), &task.votes);
+                let expires = humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(task.expires_at),
+                );
+                Ok(ToolReply::failure(format!(
+                    "approval pending: calling `{name}` needs a human's approval (task {}; \
+                     waiting for {}; expires {expires}). Nothing ran. Call `{name}` again with \
+                     the same arguments to get the decision.",
+                    task.id,
+                    needs.join(" and "),
+                )))
+            }
+            Ticket::Denied { task } => {
+                record.record().vote = Some("denied".into());
+                self.finish(record, Outcome::ApprovalDenied).await?;
+                Ok(ToolReply::failure(format!(
+                    "denied by an approver: {} (task {}). Nothing ran.",
+                    task.note.as_deref().unwrap_or("no reason given"),
+                    task.id
+                )))
+            }
+            Ticket::Expired { task } => {
+                record.record().vote = Some("expired".into());
+                self.finish(record, Outcome::ApprovalExpired).await?;
+                Ok(ToolReply::failure(format!(
+                    "the approval of this call expired: task {} was not decided, or not used, \
+                     in time. Nothing ran. Call `{name}` again to ask for a new approval.",
+                    task.id
+                )))
+            }
+            Ticket::Invalidated { task } => {
+                record.record().vote = Some("invalidated".into());
+                record.record().error_class = Some("skill_changed".into());
+                self.finish(record, Outcome::ApprovalExpired).await?;
+                Ok(ToolReply::failure(format!(
+                    "the skill behind `{name}` changed after this call was approved (task {}), \
+                     so the approval no longer holds. Nothing ran. Call `{name}` again to ask \
+                     for a new approval.",
+                    task.id
+                )))
+            }
+        }
+    }
+
+    /// The trail's record of a new approval task (the call's own record follows when the
+    /// call answers).
+    async fn record_request(
+        &self,
+        caller: &Caller,
+        request: &approvals::Request,
+        id: &str,
+    ) -> Result<(), Refusal> {
+        let mut r = self.audit.open("approval/requested", caller.peer);
+        {
+            let rec = r.record();
+            rec.principal = Some(caller.agent.clone());
+            rec.token_id = Some(caller.principal.token_id.clone());
+            rec.tool = Some(request.tool.clone());
+            rec.decision = Some("require-approval".into());
+            rec.policies = request.policies.clone();
+            rec.args_digest = Some(request.args_digest.clone());
+            rec.approval = Some(id.to_owned());
+            rec.vote = Some("requested".into());
+        }
+        self.finish(r, Outcome::ApprovalRequired).await
+    }
+
+    /// Runs an allowed call: the skill's grants in the caller's environment, the skill,
+    /// the durable record, then the reply.
+    async fn execute(
+        &self,
+        caller: &Caller,
+        entry: &Entry,
+        arguments: &Value,
+        mut record: PendingRecord,
+    ) -> Result<ToolReply, Refusal> {
+        let name = &entry.exposed;
         // What the call may reach: the skill's grants in the caller's environment.
         let env = caller.agent.rsplit_once('/').map_or("", |(env, _)| env);
         let grants = match self.grants.for_call(&entry.key, env) {
@@ -360,7 +612,7 @@ impl Gateway {
             isolation_key: caller.agent.clone(),
             capabilities: Some(caps.clone()),
         };
-        let result = entry.skill.call(&entry.tool().name, &arguments, &ctx).await;
+        let result = entry.skill.call(&entry.tool().name, arguments, &ctx).await;
         let (reply, outcome) = match result {
             Ok(mut done) => {
                 record.record().fuel = done.fuel_consumed;
@@ -418,7 +670,8 @@ pub const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_se
 
 impl Gateway {
     /// Periodic upkeep (every [`HOUSEKEEPING_EVERY`]): writes the summary record of each
-    /// address whose refused requests were folded, expires idle session bindings, and
+    /// address whose refused requests were folded, expires idle session bindings and
+    /// approval tasks past their expiry, and
     /// (hourly) prunes long-expired tokens.
     pub async fn housekeeping(&self) {
         for (peer, count) in self.addresses.drain_absorbed() {
@@ -433,6 +686,14 @@ impl Gateway {
             }
         }
         self.sessions.expire_idle();
+        match self.approvals.expire_due() {
+            Ok(expired) => {
+                for task in expired {
+                    tracing::info!(task = %task.id, tool = %task.tool, "approval task expired");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "expiring approval tasks failed"),
+        }
         let now = crate::identity::now_secs();
         let due = {
             let mut last = self

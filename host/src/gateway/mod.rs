@@ -20,7 +20,7 @@
 
 pub mod core;
 
-pub use self::core::{Caller, Credentials, Refusal, ToolReply};
+pub use self::core::{CallOptions, Caller, Credentials, Refusal, ToolReply};
 
 use crate::audit::{AuditLog, ChainKey};
 use crate::identity::{self, valid_segment};
@@ -276,6 +276,11 @@ pub struct GatewayOptions {
     /// The runtime installed packages are compiled into (`None`: packages cannot be
     /// installed through the admin API).
     pub runtime: Option<crate::runtime::Runtime>,
+    /// How long a call needing approval waits for a decision before it answers
+    /// "pending" (the agent retries the same call to pick the decision up).
+    pub approval_wait: std::time::Duration,
+    /// How long an approval task stays decidable and an approval usable, in seconds.
+    pub approval_ttl: u64,
 }
 
 /// Shared gateway state: catalog, store, policy, audit and rate limits. Private: reached
@@ -313,6 +318,8 @@ pub struct Gateway {
     runtime: Option<crate::runtime::Runtime>,
     /// The data directory.
     data_dir: std::path::PathBuf,
+    /// Approval tasks.
+    approvals: crate::approvals::Approvals,
 }
 
 /// Which agent opened each MCP session (2025-11-25 sessions), so a session id is only
@@ -529,6 +536,7 @@ impl Gateway {
         }
         let audit = Arc::new(audit);
         let vault = Arc::new(crate::vault::Vault::open(store.clone(), options.vault)?);
+        let store_for_approvals = store.clone();
         Ok(Self {
             vault,
             grants: crate::vault::grants::Grants::new(store.clone()),
@@ -547,12 +555,22 @@ impl Gateway {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             runtime: options.runtime,
             data_dir: data_dir.to_owned(),
+            approvals: crate::approvals::Approvals::new(
+                store_for_approvals,
+                options.approval_wait,
+                options.approval_ttl,
+            ),
         })
     }
 
     /// The runtime packages are installed into, if installs are enabled.
     pub fn runtime(&self) -> Option<&crate::runtime::Runtime> {
         self.runtime.as_ref()
+    }
+
+    /// Approval tasks.
+    pub fn approvals(&self) -> &crate::approvals::Approvals {
+        &self.approvals
     }
 
     /// The data directory.

@@ -155,6 +155,8 @@ pub enum Decision {
     RequireApproval {
         /// Deciding policy ids.
         policies: Vec<String>,
+        /// What the deciding rules ask for (every one must be met).
+        quorums: Vec<Quorum>,
     },
     /// Denied.
     Deny {
@@ -170,7 +172,7 @@ impl Decision {
     pub fn policies(&self) -> &[String] {
         match self {
             Self::Allow { policies }
-            | Self::RequireApproval { policies }
+            | Self::RequireApproval { policies, .. }
             | Self::Deny { policies, .. } => policies,
         }
     }
@@ -273,10 +275,69 @@ impl Reads {
     }
 }
 
+/// How many humans an `@approval` annotation asks for, and from which group:
+/// `@approval("required")` (one approver), `@approval("2-of:any")` (two distinct approvers)
+/// or `@approval("2-of:group:finance")` (two distinct approvers of the group `finance`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Quorum {
+    /// Distinct approvers needed (1 to [`Quorum::MAX`]).
+    pub count: u32,
+    /// The group they must belong to (`None`: any approver of the workspace).
+    pub group: Option<String>,
+}
+
+impl Quorum {
+    /// The largest quorum a rule may ask for.
+    pub const MAX: u32 = 9;
+
+    /// Parses an `@approval` annotation.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s == "required" {
+            return Ok(Self {
+                count: 1,
+                group: None,
+            });
+        }
+        let shape = || {
+            format!(
+                "@approval(\"{s}\") is not understood: use \"required\", \"N-of:any\" or \
+                 \"N-of:group:NAME\" with N from 1 to {}",
+                Self::MAX
+            )
+        };
+        let (n, who) = s.split_once("-of:").ok_or_else(shape)?;
+        let count: u32 = n
+            .parse()
+            .ok()
+            .filter(|c| (1..=Self::MAX).contains(c))
+            .ok_or_else(shape)?;
+        let group = match who {
+            "any" => None,
+            g => Some(
+                g.strip_prefix("group:")
+                    .filter(|g| crate::identity::valid_segment(g))
+                    .ok_or_else(shape)?
+                    .to_owned(),
+            ),
+        };
+        Ok(Self { count, group })
+    }
+}
+
+impl std::fmt::Display for Quorum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.group, self.count) {
+            (None, 1) => f.write_str("required"),
+            (None, n) => write!(f, "{n}-of:any"),
+            (Some(g), n) => write!(f, "{n}-of:group:{g}"),
+        }
+    }
+}
+
 /// The annotations warden acts on, of one policy.
 #[derive(Debug, Clone, Default)]
 struct Notes {
-    approval: bool,
+    approval: Option<Quorum>,
     reason: Option<String>,
     audit_arguments: bool,
 }
@@ -362,17 +423,31 @@ impl PolicyEngine {
             arguments: type_name("Warden::Arguments")?,
             numbers: type_name("Warden::Numbers")?,
         };
-        let notes = set
-            .policies()
-            .map(|p| {
-                let notes = Notes {
-                    approval: p.annotation("approval") == Some("required"),
-                    reason: p.annotation("reason").map(str::to_owned),
-                    audit_arguments: p.annotation("audit") == Some("arguments"),
-                };
-                (p.id().clone(), notes)
-            })
-            .collect();
+        // An `@approval` warden cannot read refuses the set: read as "no approval", a typo
+        // would silently allow what the author meant to guard.
+        let mut notes = HashMap::new();
+        let mut bad = Vec::new();
+        for p in set.policies() {
+            let approval = match p.annotation("approval") {
+                None => None,
+                Some(a) => match Quorum::parse(a) {
+                    Ok(q) => Some(q),
+                    Err(e) => {
+                        bad.push(format!("  {}: {e}", p.id()));
+                        None
+                    }
+                },
+            };
+            let n = Notes {
+                approval,
+                reason: p.annotation("reason").map(str::to_owned),
+                audit_arguments: p.annotation("audit") == Some("arguments"),
+            };
+            notes.insert(p.id().clone(), n);
+        }
+        if !bad.is_empty() {
+            return Err(PolicyError::Invalid(bad.join("\n")));
+        }
         Ok(Self {
             set,
             notes,
@@ -753,11 +828,17 @@ impl PolicyEngine {
         let policies: Vec<String> = deciding.iter().map(|id| id.to_string()).collect();
         Ok(match response.decision() {
             CedarDecision::Allow => {
-                let needs_approval = deciding
+                let mut quorums: Vec<Quorum> = Vec::new();
+                for q in deciding
                     .iter()
-                    .any(|id| self.notes.get(*id).is_some_and(|n| n.approval));
-                if needs_approval {
-                    Decision::RequireApproval { policies }
+                    .filter_map(|id| self.notes.get(*id).and_then(|n| n.approval.clone()))
+                {
+                    if !quorums.contains(&q) {
+                        quorums.push(q);
+                    }
+                }
+                if !quorums.is_empty() {
+                    Decision::RequireApproval { policies, quorums }
                 } else {
                     Decision::Allow { policies }
                 }
@@ -1060,5 +1141,62 @@ mod tests {
             .is_err()
         );
         assert!(PolicyEngine::new(STARTER_POLICY).is_ok());
+    }
+
+    #[test]
+    fn approval_annotations_name_a_quorum_and_a_typo_refuses_the_set() {
+        for (text, count, group) in [
+            ("required", 1, None),
+            ("1-of:any", 1, None),
+            ("3-of:any", 3, None),
+            ("2-of:group:finance", 2, Some("finance")),
+        ] {
+            let q = Quorum::parse(text).unwrap();
+            assert_eq!((q.count, q.group.as_deref()), (count, group), "{text}");
+            // The stored form reads back as the same quorum.
+            assert_eq!(Quorum::parse(&q.to_string()).unwrap(), q);
+        }
+        for bad in [
+            "requried",
+            "",
+            "0-of:any",
+            "10-of:any",
+            "2-of:",
+            "2-of:group:",
+            "2-of:group:Fin ance",
+            "2-of:team:x",
+            "-1-of:any",
+        ] {
+            assert!(Quorum::parse(bad).is_err(), "{bad}");
+        }
+        let typo = r#"@approval("requried")
+permit (principal, action, resource);"#;
+        let err = PolicyEngine::new(typo).unwrap_err().to_string();
+        assert!(err.contains("requried"), "{err}");
+
+        // Every deciding rule's quorum is asked for, once.
+        let two = r#"@id("a") @approval("required") permit (principal, action, resource);
+@id("b") @approval("2-of:group:finance") permit (principal, action, resource);
+@id("c") @approval("required") permit (principal, action, resource);"#;
+        let engine = PolicyEngine::new(two).unwrap();
+        let c = Circumstances {
+            now: "2026-11-25T10:00:00Z".into(),
+            client_ip: None,
+            rate: 1,
+            arguments: Map::new(),
+        };
+        match engine.decide(&subject(&[]), &target(), &c) {
+            Decision::RequireApproval { quorums, policies } => {
+                assert_eq!(policies, ["a", "b", "c"]);
+                assert_eq!(
+                    quorums,
+                    [
+                        Quorum::parse("required").unwrap(),
+                        Quorum::parse("2-of:group:finance").unwrap()
+                    ]
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -109,7 +109,14 @@ pub(super) fn direct_call(
         && meta
             .missing_required_keys(&ProtocolVersion::V_2026_07_28)
             .is_empty();
-    let plain = params.input_responses.is_none() && params.request_state.is_none();
+    // A call that wants progress notifications, or may be answered with an MCP task, goes
+    // the general way (it may wait for an approval; only rmcp carries those).
+    let plain = params.input_responses.is_none()
+        && params.request_state.is_none()
+        && meta.get_progress_token().is_none()
+        && !meta
+            .client_capabilities()
+            .is_some_and(|c| c.supports_tasks());
     (negotiated && plain && params.name == tool).then_some(DirectCall { id, params })
 }
 
@@ -122,9 +129,14 @@ pub(super) async fn answer(
 ) -> Response {
     let correlation = record.id().to_owned();
     let DirectCall { id, params } = call;
+    let options = crate::gateway::CallOptions {
+        reason: params.meta.as_ref().and_then(|m| mcp::stated_reason(m)),
+        progress: None,
+        wait: None,
+    };
     let arguments = params.arguments.unwrap_or_default();
     let message = match gateway
-        .call_tool(caller, &params.name, arguments, record)
+        .call_tool_with(caller, &params.name, arguments, options, record)
         .await
     {
         Ok(reply) => {

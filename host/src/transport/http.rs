@@ -541,8 +541,14 @@ pub fn router(
         // Stateless (2026-07-28) calls answer with plain JSON, not a one-event SSE stream.
         .with_json_response(true)
         .with_cancellation_token(streams);
+    let tasks = Arc::new(super::mcp::McpTasks::default());
     let mcp = StreamableHttpService::new(
-        move || Ok(super::mcp::McpHandler::new(gateway.clone())),
+        move || {
+            Ok(super::mcp::McpHandler::with_tasks(
+                gateway.clone(),
+                tasks.clone(),
+            ))
+        },
         Arc::new(LocalSessionManager::default()),
         config,
     );

@@ -91,6 +91,12 @@ pub const MAX_DEPTH: usize = 64;
 /// Whether `body` nests arrays and objects deeper than [`MAX_DEPTH`] (brackets inside
 /// strings do not count). A linear scan, before any parser recurses.
 fn too_deep(body: &[u8]) -> bool {
+    nesting_exceeds(body, MAX_DEPTH)
+}
+
+/// Whether the JSON `body` nests arrays and objects deeper than `max` (brackets inside
+/// strings do not count). A linear scan, before any parser recurses.
+pub fn nesting_exceeds(body: &[u8], max: usize) -> bool {
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in body {
         if in_string {
@@ -106,7 +112,7 @@ fn too_deep(body: &[u8]) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > MAX_DEPTH {
+                if depth > max {
                     return true;
                 }
             }

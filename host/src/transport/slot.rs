@@ -48,6 +48,14 @@ impl AuditSlot {
         self.lock().record = Some(record);
     }
 
+    /// Sets fields of the record still in the slot (e.g. the task an admin request votes
+    /// on), so whoever finishes it records them.
+    pub fn annotate(&self, f: impl FnOnce(&mut crate::audit::AuditRecord)) {
+        if let Some(r) = self.lock().record.as_mut() {
+            f(r.record());
+        }
+    }
+
     /// Names the request (the JSON-RPC method) and whether the MCP handler finishes it.
     pub fn name(&self, request: &str, handler_owned: bool) {
         let mut state = self.lock();

@@ -1,12 +1,13 @@
 //! The admin API (`/admin/v1/...`, JSON) and the Prometheus endpoint (`/metrics`): scopes,
 //! agents, skills' workspaces, tokens, policies, the vault (status, seal, unseal, key
 //! rotation, check), secrets (set, list, history, remove; never a value out), grants,
-//! audit queries and usage. The CLI (`warden token|agent|policy|
+//! approval tasks and approvers, audit queries and usage. The CLI (`warden token|agent|policy|
 //! audit ...`) talks to a running gateway through it, since the running process holds the
 //! store's lock.
 //!
 //! Invariants: every route needs an admin token (`wdn_adm_`; agent tokens are refused);
-//! only `operator` admins may change anything, `approver` admins may read; every admin
+//! only `operator` admins may change anything, `approver` admins may read and vote on
+//! approval tasks (`approvals`, which also holds the approvers' records); every admin
 //! request is audited with the admin as principal (`admin:<name>`); a new token's secret
 //! appears once, in the response that created it, and never in a listing; policy text is
 //! validated before it is stored, and a refused set changes nothing; a secret's value goes
@@ -14,6 +15,8 @@
 //! in the same store transaction as its audit record, or not at all (`change`).
 //!
 //! Threat: unauthorised changes to who may do what, and operators acting without a trace.
+
+pub(crate) mod approvals;
 
 use crate::audit::{self, Committed, Outcome};
 use crate::auth::{self, Admin, AuthError, IssueRequest, ROLE_OPERATOR};
@@ -149,6 +152,30 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             "/admin/v1/trust/sigstore-root",
             axum::routing::put(pin_sigstore_root).delete(unpin_sigstore_root),
         )
+        .route("/admin/v1/approvals", get(approvals::list_approvals))
+        .route(
+            "/admin/v1/approvals/events",
+            get(approvals::approval_events),
+        )
+        .route("/admin/v1/approvals/{id}", get(approvals::show_approval))
+        .route("/admin/v1/approvals/{id}/approve", post(approvals::approve))
+        .route("/admin/v1/approvals/{id}/deny", post(approvals::deny))
+        .route(
+            "/admin/v1/approvals/{id}/modify",
+            post(approvals::modify).layer(axum::extract::DefaultBodyLimit::max(
+                approvals::MAX_VOTE_BODY + 1,
+            )),
+        )
+        .route("/admin/v1/webhooks", get(approvals::list_webhooks))
+        .route(
+            "/admin/v1/webhooks/{tenant}/{workspace}",
+            axum::routing::put(approvals::put_webhook).delete(approvals::remove_webhook),
+        )
+        .route("/admin/v1/approvers", get(approvals::list_approvers))
+        .route(
+            "/admin/v1/approvers/{name}",
+            axum::routing::put(approvals::put_approver).delete(approvals::remove_approver),
+        )
         .route("/admin/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(
@@ -176,6 +203,24 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
             record.record().error_class = Some("store".into());
             return wire::finish(record, Outcome::Error, ApiError::from(e).into_response()).await;
         }
+        // An agent deciding approvals (its own or another's) is refused outright.
+        Err(AuthError::WrongKind) if path.starts_with("/admin/v1/approvals") => {
+            let authorization = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if let Some((principal, id)) = auth::token_owner(gateway.store(), authorization) {
+                record.record().principal = Some(principal);
+                record.record().token_id = Some(id);
+            }
+            record.record().error_class = Some("agent_token".into());
+            let r = ApiError(
+                StatusCode::FORBIDDEN,
+                "agents cannot see or decide approvals: use an approver's admin token".into(),
+            )
+            .into_response();
+            return wire::finish(record, Outcome::Denied, r).await;
+        }
         Err(e) => {
             record.record().error_class = Some(e.class().to_owned());
             let mut r =
@@ -192,7 +237,9 @@ async fn require_admin(State(gateway): Shared, mut req: Request, next: Next) -> 
     record.record().principal = Some(format!("admin:{}", admin.name));
     record.record().token_id = Some(admin.token_id.clone());
     let reads = req.method() == Method::GET || req.uri().path() == "/admin/v1/policies/test";
-    if !reads && admin.role != ROLE_OPERATOR {
+    // The one change an approver makes is a vote.
+    let vote = approvals::is_vote(req.method(), req.uri().path());
+    if !reads && !vote && admin.role != ROLE_OPERATOR {
         let r = ApiError(
             StatusCode::FORBIDDEN,
             format!("the `{}` role may only read", admin.role),
@@ -295,7 +342,7 @@ async fn list_agents(State(g): Shared) -> ApiResult {
         .agents()?
         .into_iter()
         .map(|(path, r)| {
-            json!({"path": path, "groups": r.groups, "rate_limit": r.rate_limit, "created_at": r.created_at})
+            json!({"path": path, "groups": r.groups, "rate_limit": r.rate_limit, "owner": r.owner, "created_at": r.created_at})
         })
         .collect();
     Ok(Json(json!({ "agents": agents })).into_response())
@@ -307,6 +354,8 @@ struct AgentBody {
     #[serde(default)]
     groups: Vec<String>,
     rate_limit: Option<u32>,
+    /// The admin who owns the agent (never an approver of its requests).
+    owner: Option<String>,
 }
 
 #[utoipa::path(post, path = "/admin/v1/agents", tag = "identity", request_body = AgentBody,
@@ -318,18 +367,18 @@ async fn put_agent(
 ) -> ApiResult {
     let path = body.path.clone();
     let record = change(&slot, move |tx| {
-        Ok(identity::put_agent(
+        Ok(identity::put_agent_owned(
             tx,
             &path,
             body.groups,
             body.rate_limit,
+            body.owner,
         )?)
     })
     .await?;
-    Ok(
-        Json(json!({"path": body.path, "groups": record.groups, "rate_limit": record.rate_limit}))
-            .into_response(),
-    )
+    Ok(Json(json!({"path": body.path, "groups": record.groups,
+        "rate_limit": record.rate_limit, "owner": record.owner}))
+    .into_response())
 }
 
 #[utoipa::path(delete, path = "/admin/v1/agents/{path}", tag = "identity",
@@ -1419,7 +1468,7 @@ async fn openapi() -> Response {
 #[openapi(
     info(
         title = "warden admin API",
-        description = "Tenants, workspaces, environments, agents, tokens, policies, secrets (never their values), grants, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may only read."
+        description = "Tenants, workspaces, environments, agents, tokens, policies, secrets (never their values), grants, audit and usage of a warden gateway. Every route needs an admin token (`Authorization: Bearer wdn_adm_...`); the `approver` role may read and vote on approval tasks."
     ),
     paths(
         list_scopes, create_scope, list_agents, put_agent, delete_agent, list_skills,
@@ -1429,7 +1478,11 @@ async fn openapi() -> Response {
         vault_rotate, vault_check, list_secrets, set_secret, secret_history, remove_secret,
         list_grants, add_grant, remove_grant, list_trust, add_trust, remove_trust,
         pin_sigstore_root, unpin_sigstore_root,
-        install_package, remove_package, rollback_package, metrics,
+        install_package, remove_package, rollback_package,
+        approvals::list_approvals, approvals::approval_events, approvals::show_approval, approvals::approve, approvals::deny,
+        approvals::modify, approvals::list_approvers, approvals::put_approver,
+        approvals::remove_approver, approvals::list_webhooks, approvals::put_webhook,
+        approvals::remove_webhook, metrics,
         openapi
     ),
     modifiers(&AdminTokenAuth),
