@@ -259,6 +259,8 @@ pub struct Approvals {
     events: tokio::sync::broadcast::Sender<Event>,
     wait: Duration,
     ttl: u64,
+    /// Cancelled when the gateway begins to shut down: waiting calls answer at once.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Approvals {
@@ -314,7 +316,20 @@ impl Approvals {
             events,
             wait,
             ttl: ttl.max(1),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// The gateway is shutting down: calls waiting for a decision stop waiting and answer
+    /// "pending" (their tasks are stored and stay decidable after the restart), so no
+    /// agent's call is cut off mid-wait and the shutdown is not held up by a human.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Whether [`Approvals::close`] was called.
+    pub fn closing(&self) -> bool {
+        self.closing.is_cancelled()
     }
 
     /// How long a call waits for a decision.
@@ -396,14 +411,14 @@ impl Approvals {
                 state::PENDING | state::APPROVED if expired => {
                     task.state = state::EXPIRED.into();
                     task.decided_at.get_or_insert(now);
-                    tx.put_approval(&task)?;
+                    tx.put_approval(&mut task)?;
                     Some(Ticket::Expired {
                         task: Box::new(task),
                     })
                 }
                 state::APPROVED if task.skill_digest != req.skill_digest => {
                     task.state = state::INVALIDATED.into();
-                    tx.put_approval(&task)?;
+                    tx.put_approval(&mut task)?;
                     Some(Ticket::Invalidated {
                         task: Box::new(task),
                     })
@@ -412,7 +427,7 @@ impl Approvals {
                     task.state = state::EXECUTED.into();
                     task.executed_at = Some(now);
                     task.executed_by_request = Some(req.request_id.clone());
-                    tx.put_approval(&task)?;
+                    tx.put_approval(&mut task)?;
                     let arguments = task
                         .modified_arguments
                         .clone()
@@ -449,7 +464,7 @@ impl Approvals {
             return Err(ApprovalError::TooMany(open));
         }
         let (tenant, workspace, environment) = split_agent(&req.agent);
-        let task = ApprovalRecord {
+        let mut task = ApprovalRecord {
             id: new_id()?,
             state: state::PENDING.into(),
             tool: req.tool.clone(),
@@ -476,8 +491,9 @@ impl Approvals {
             note: None,
             executed_at: None,
             executed_by_request: None,
+            revision: 0,
         };
-        tx.put_approval(&task)?;
+        tx.put_approval(&mut task)?;
         tx.set_open_approval(key, Some(&task.id))?;
         Ok((
             Ticket::Pending {
@@ -512,7 +528,11 @@ impl Approvals {
                 return Ok(ticket);
             }
             let step = every.min(deadline - now);
-            match tokio::time::timeout(step, events.recv()).await {
+            let event = tokio::select! {
+                () = self.closing.cancelled() => return Ok(ticket),
+                e = tokio::time::timeout(step, events.recv()) => e,
+            };
+            match event {
                 Ok(Ok(e)) if e.id != id => continue,
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) | Ok(_)) => {}
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Closed)) => {
@@ -552,7 +572,7 @@ impl Approvals {
                 {
                     task.state = state::EXPIRED.into();
                     task.decided_at = Some(now);
-                    tx.put_approval(&task)?;
+                    tx.put_approval(&mut task)?;
                     expired.push(task);
                 }
             }
@@ -634,7 +654,7 @@ pub fn vote(
     if task.state == state::PENDING && now >= task.expires_at {
         task.state = state::EXPIRED.into();
         task.decided_at = Some(now);
-        tx.put_approval(&task)?;
+        tx.put_approval(&mut task)?;
         return Err(VoteError::Conflict(format!(
             "approval task `{id}` expired before it was decided"
         )));
@@ -713,7 +733,7 @@ pub fn vote(
         task.state = state::APPROVED.into();
         task.decided_at = Some(now);
     }
-    tx.put_approval(&task)?;
+    tx.put_approval(&mut task)?;
     Ok(task)
 }
 
@@ -823,6 +843,12 @@ mod tests {
         };
         assert_eq!(arguments, json!({"to": "bob", "cents": 500}));
         assert_eq!(ran.state, state::EXECUTED);
+        // Every store makes a newer revision (live views order their updates by it).
+        assert!(task.revision < t.revision && t.revision < ran.revision);
+        assert_eq!(
+            store.approval(&task.id).unwrap().unwrap().revision,
+            ran.revision
+        );
         // Single use: the replay opens a new pending task.
         let replay = a.take_or_open(&req).unwrap();
         assert!(matches!(replay, Ticket::Pending { .. }));
@@ -986,7 +1012,7 @@ mod tests {
         // Move the expiry into the past rather than sleeping.
         let mut t = store.approval(&id).unwrap().unwrap();
         t.expires_at = 1;
-        store.put_approval(&t).unwrap();
+        store.put_approval(&mut t).unwrap();
         assert_eq!(a.expire_due().unwrap().len(), 1);
         assert!(matches!(
             cast(

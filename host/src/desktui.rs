@@ -68,6 +68,19 @@ fn pending(t: &Value) -> bool {
 }
 
 impl App {
+    /// Stores `task` unless a newer view of it is known (events and vote answers arrive in
+    /// either order; a higher revision is newer).
+    fn upsert(&mut self, id: &str, task: &Value) {
+        let revision = |t: &Value| t["revision"].as_u64().unwrap_or(0);
+        if self
+            .tasks
+            .get(id)
+            .is_none_or(|known| revision(known) <= revision(task))
+        {
+            self.tasks.insert(id.to_owned(), task.clone());
+        }
+    }
+
     fn visible(&self) -> Vec<&Value> {
         let mut list: Vec<&Value> = self
             .tasks
@@ -412,7 +425,7 @@ pub async fn run(t: Target) -> Result<()> {
     };
     for task in list(&client).await? {
         if let Some(id) = task["id"].as_str() {
-            app.tasks.insert(id.to_owned(), task.clone());
+            app.upsert(id, &task);
         }
     }
     app.fix_selection();
@@ -454,7 +467,7 @@ pub async fn run(t: Target) -> Result<()> {
                 if let Ok(tasks) = list(&client).await {
                     for task in tasks {
                         if let Some(id) = task["id"].as_str() {
-                            app.tasks.insert(id.to_owned(), task.clone());
+                            app.upsert(id, &task);
                         }
                     }
                 }
@@ -468,7 +481,7 @@ pub async fn run(t: Target) -> Result<()> {
                             text(&task, "tool")
                         );
                     }
-                    app.tasks.insert(id.to_owned(), task.clone());
+                    app.upsert(id, &task);
                 }
             }
             Input::Key(k) => {
@@ -582,7 +595,7 @@ fn outcome(app: &mut App, result: Result<Value>, done: &str) -> String {
         Ok(task) => {
             let state = text(&task, "state");
             if let Some(id) = task["id"].as_str() {
-                app.tasks.insert(id.to_owned(), task.clone());
+                app.upsert(id, &task);
             }
             let missing: Vec<String> = task["missing"]
                 .as_array()

@@ -54,6 +54,9 @@ const APPROVAL_OPEN: TableDefinition<&str, &[u8]> = TableDefinition::new("approv
 const APPROVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("approvers");
 /// Approval webhooks: `tenant/workspace` -> where notices go and the secret signing them.
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+/// MCP tasks (calls a task-taking client left waiting for a human), by task id: what to
+/// run again when the client polls after a restart.
+const MCP_TASKS: TableDefinition<&str, &[u8]> = TableDefinition::new("mcp_tasks");
 /// Store metadata (`schema` -> format version).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -272,6 +275,10 @@ pub struct ApprovalRecord {
     /// The correlation id of that call.
     #[serde(default)]
     pub executed_by_request: Option<String>,
+    /// Bumped by every store of the task: of two views of it, the higher is the newer
+    /// (live views receive events and answers in either order).
+    #[serde(default)]
+    pub revision: u64,
 }
 
 /// One approver's vote.
@@ -289,6 +296,29 @@ pub struct ApprovalVote {
     pub note: Option<String>,
     /// Unix seconds.
     pub at: u64,
+}
+
+/// An MCP task: the call a task-taking client made, kept so the task outlives a restart
+/// (the approval it waits for is stored on its own; this is how to run the call again).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McpTaskRecord {
+    /// The agent whose call made it (the only one who may read it).
+    pub agent: String,
+    /// The tool called.
+    pub tool: String,
+    /// The arguments as the agent sent them.
+    pub arguments: serde_json::Map<String, serde_json::Value>,
+    /// The reason the agent stated.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    /// Unix seconds after which it is forgotten.
+    pub expires_at: u64,
+    /// How it ended (`completed`, `failed`, `cancelled`), once it has; its result is held in
+    /// memory only.
+    #[serde(default)]
+    pub ended: Option<String>,
 }
 
 /// A workspace's approval webhook.
@@ -579,6 +609,7 @@ impl Store {
             txn.open_table(APPROVAL_OPEN)?;
             txn.open_table(APPROVERS)?;
             txn.open_table(WEBHOOKS)?;
+            txn.open_table(MCP_TASKS)?;
             Ok(())
         })?;
         store.migrate_skill_keys()?;
@@ -1281,8 +1312,9 @@ pub trait Tables: sealed::Raw {
             .collect())
     }
 
-    /// Stores an approval task.
-    fn put_approval(&self, record: &ApprovalRecord) -> Result<(), StoreError> {
+    /// Stores an approval task, bumping its revision.
+    fn put_approval(&self, record: &mut ApprovalRecord) -> Result<(), StoreError> {
+        record.revision += 1;
         put(self, APPROVALS, &record.id, record)
     }
 
@@ -1332,6 +1364,27 @@ pub trait Tables: sealed::Raw {
             })?,
         }
         Ok(existed)
+    }
+
+    /// An MCP task's record.
+    fn mcp_task(&self, id: &str) -> Result<Option<McpTaskRecord>, StoreError> {
+        self.raw_get(MCP_TASKS, id)
+    }
+
+    /// Every MCP task's record, by id.
+    fn mcp_tasks(&self) -> Result<Vec<(String, McpTaskRecord)>, StoreError> {
+        self.raw_all(MCP_TASKS)
+    }
+
+    /// Stores (`Some`) or forgets (`None`) an MCP task.
+    fn put_mcp_task(&self, id: &str, record: Option<&McpTaskRecord>) -> Result<(), StoreError> {
+        match record {
+            Some(r) => put(self, MCP_TASKS, id, r),
+            None => self.raw_write(|txn| {
+                txn.open_table(MCP_TASKS)?.remove(id)?;
+                Ok(())
+            }),
+        }
     }
 
     /// A workspace's webhook.

@@ -306,9 +306,12 @@ pub async fn up(opts: UpOptions) -> Result<()> {
     std::io::stdout().flush()?;
 
     let signal = shutdown.clone();
+    let approvals_of = gateway.clone();
     tokio::spawn(async move {
         signals.wait().await;
         eprintln!("warden: shutting down (draining in-flight calls)");
+        // Calls waiting for a human answer "pending" now rather than hold up the drain.
+        approvals_of.approvals().close();
         signal.cancel();
     });
     http::serve(

@@ -3,9 +3,11 @@
 //! official TypeScript SDK, or raw stateless HTTP) gets the result, the denial's note, the
 //! modified call, or a clear "pending"/"expired" answer. Quorums count distinct approvers of
 //! the right group and never the agent's owner; agents and approvers of other workspaces
-//! are refused and recorded; a pending task survives a restart and is decided after it.
-//! Workspace webhooks are signed and retried off the call path, and a client that takes
-//! MCP tasks polls for the decision instead of holding its request open.
+//! are refused and recorded; an approval is bound to its agent and arguments; a call
+//! waiting at shutdown answers "pending" at once, and its task survives the restart and is
+//! decided after it. Workspace webhooks are signed and retried off the call path, and a
+//! client that takes MCP tasks polls for the decision instead of holding its request open,
+//! across a restart too.
 
 use crate::console::{admin, admin_token, ok, records, warden};
 use crate::gateway::{Up, post, text_of};
@@ -117,6 +119,16 @@ pub(crate) fn node_report(script: &str, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
+/// Puts the agent `path` (with `extra` options) and issues it a token.
+pub(crate) fn agent_token(d: &Path, path: &str, extra: &[&str]) -> String {
+    let mut args = vec!["agent", "put", path];
+    args.extend_from_slice(extra);
+    ok(warden(d, &args));
+    let v: Value =
+        serde_json::from_str(ok(warden(d, &["token", "issue", path, "--json"])).trim()).unwrap();
+    v["token"].as_str().unwrap().to_owned()
+}
+
 /// Runs the CLI as the approver holding `token`.
 fn as_approver(d: &Path, token: &str, args: &[&str]) -> std::process::Output {
     let mut all: Vec<&str> = args.to_vec();
@@ -156,6 +168,8 @@ fn approver_token(d: &Path, name: &str) -> String {
 
 struct Setup {
     bot: String,
+    /// Another agent of the same group.
+    bot2: String,
     alice: String,
     fin1: String,
     fin2: String,
@@ -168,27 +182,12 @@ fn set_up(d: &Path) -> Setup {
     for scope in ["acme", "acme/pay", "acme/pay/prod", "acme/other"] {
         ok(warden(d, &["scope", "create", scope]));
     }
-    ok(warden(
+    let bot = agent_token(
         d,
-        &[
-            "agent",
-            "put",
-            "acme/pay/prod/bot",
-            "--group",
-            "payers",
-            "--owner",
-            "olga",
-        ],
-    ));
-    let v: Value = serde_json::from_str(
-        ok(warden(
-            d,
-            &["token", "issue", "acme/pay/prod/bot", "--json"],
-        ))
-        .trim(),
-    )
-    .unwrap();
-    let bot = v["token"].as_str().unwrap().to_owned();
+        "acme/pay/prod/bot",
+        &["--group", "payers", "--owner", "olga"],
+    );
+    let bot2 = agent_token(d, "acme/pay/prod/bot2", &["--group", "payers"]);
     for (name, scope, groups) in [
         ("alice", "acme/pay", vec![]),
         ("fin1", "acme", vec!["finance"]),
@@ -206,6 +205,7 @@ fn set_up(d: &Path) -> Setup {
     apply_policy(d, POLICY);
     Setup {
         bot,
+        bot2,
         alice: approver_token(d, "alice"),
         fin1: approver_token(d, "fin1"),
         fin2: approver_token(d, "fin2"),
@@ -365,6 +365,7 @@ fn approvals_are_decided_by_humans_bound_to_the_call_and_survive_a_restart() {
     let waiting = call_later(&addr, &s.bot, "warden_text__stats", args.clone());
     let task = pending_task(d, "warden_text__stats", &args);
     let id = task["id"].as_str().unwrap().to_owned();
+    let quorum_id = id.clone();
     fails(
         as_approver(d, &s.olga, &["approvals", "approve", &id]),
         "cannot decide its requests",
@@ -437,32 +438,76 @@ fn approvals_are_decided_by_humans_bound_to_the_call_and_survive_a_restart() {
     let id = task["id"].as_str().unwrap().to_owned();
     assert!(text.contains(&id), "{text}");
 
-    // ... the gateway restarts; the task is still pending and decidable, and the agent's
-    // retry of the same call picks up the approval at once.
+    ok(as_approver(d, &s.alice, &["approvals", "approve", &id]));
+    // The approval is bound to the agent and the arguments: another agent's identical call
+    // and the agent's call with other arguments each wait for a decision of their own.
+    let other = call_later(&addr, &s.bot2, "warden_text__hash", args.clone());
+    let changed_args = json!({"text": "later!"});
+    let changed = call_later(&addr, &s.bot, "warden_text__hash", changed_args.clone());
+    let theirs = pending_task(d, "warden_text__hash", &args);
+    assert_eq!(theirs["agent"], "acme/pay/prod/bot2");
+    assert_ne!(theirs["id"], json!(id));
+    let mine = pending_task(d, "warden_text__hash", &changed_args);
+    for (task, waiting) in [(theirs, other), (mine, changed)] {
+        let tid = task["id"].as_str().unwrap();
+        ok(as_approver(
+            d,
+            &s.alice,
+            &["approvals", "deny", tid, "--note", "not this one"],
+        ));
+        let answer = waiting.join().unwrap();
+        assert!(is_error(&answer), "{answer}");
+        assert!(answer_text(&answer).contains("not this one"), "{answer}");
+    }
+
+    // A call still waiting when the gateway shuts down is answered "pending" at once (the
+    // shutdown does not wait for a human, nor cut the call off).
+    let held_args = json!({"text": "held"});
+    let held = call_later(&addr, &s.bot, "warden_text__hash", held_args.clone());
+    let held_id = pending_task(d, "warden_text__hash", &held_args)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(up.stop().success());
+    let answer = held.join().unwrap();
+    assert!(is_error(&answer), "{answer}");
+    let text = answer_text(&answer);
+    assert!(text.contains("approval pending"), "{text}");
+    assert!(text.contains("restarting"), "{text}");
+    assert!(text.contains(&held_id), "{text}");
+
+    // ... the gateway restarts: the pending task is still pending and decidable, the
+    // approved one still unused, and the agent's retries pick both up at once.
     let up = Up::start_with(
         d,
         &["--approval-wait-secs", "8", "--approval-ttl-secs", "2"],
     );
     let addr = up.addr.clone();
-    let t: Value = serde_json::from_str(
-        ok(as_approver(
+    let state_of = |task: &str| -> Value {
+        let out = ok(as_approver(
             d,
             &s.alice,
-            &["approvals", "show", &id, "--json"],
-        ))
-        .trim(),
-    )
-    .unwrap();
-    assert_eq!(t["state"], "pending");
-    ok(as_approver(d, &s.alice, &["approvals", "approve", &id]));
+            &["approvals", "show", task, "--json"],
+        ));
+        serde_json::from_str::<Value>(out.trim()).unwrap()["state"].clone()
+    };
+    assert_eq!(state_of(&held_id), "pending");
+    assert_eq!(state_of(&id), "approved");
+    ok(as_approver(
+        d,
+        &s.alice,
+        &["approvals", "approve", &held_id],
+    ));
     let started = Instant::now();
-    let answer = call(&addr, &s.bot, "warden_text__hash", &args, "retry");
-    assert!(!is_error(&answer), "{answer}");
+    for (a, reason) in [(&args, "retry"), (&held_args, "retry held")] {
+        let answer = call(&addr, &s.bot, "warden_text__hash", a, reason);
+        assert!(!is_error(&answer), "{answer}");
+    }
     assert!(
         started.elapsed() < Duration::from_secs(5),
-        "the retry waited"
+        "the retries waited"
     );
+    assert_eq!(state_of(&held_id), "executed");
     // A replay of the executed approval opens a new task instead of running.
     // 7. Expiry (this gateway's tasks live 2 s): the waiting agent gets a clear error.
     let answer = call(&addr, &s.bot, "warden_text__hash", &args, "replay");
@@ -487,6 +532,11 @@ fn approvals_are_decided_by_humans_bound_to_the_call_and_survive_a_restart() {
     assert!(has(&|r| r["principal"] == "admin:olga"
         && r["vote"] == "approve"
         && r["outcome"] == "denied"));
+    // The approver of another workspace was refused, and the attempt is on record.
+    assert!(has(&|r| r["principal"] == "admin:eve"
+        && r["approval"] == json!(quorum_id)
+        && r["vote"] == "approve"
+        && r["outcome"] != "ok"));
     assert!(has(&|r| r["principal"] == "acme/pay/prod/bot"
         && r["error_class"] == "agent_token"
         && r["outcome"] == "denied"));
@@ -754,6 +804,59 @@ permit (principal == Warden::Agent::"default/default/dev/local", action, resourc
             .unwrap()
             .contains("unknown task"),
         "{v}"
+    );
+
+    // Tasks survive a restart: a task left waiting is picked up by the client's next poll
+    // (from a new connection) and completes once approved; one that had ended says so.
+    let token = up.token.clone().unwrap();
+    let task_call = |args: &[&str]| {
+        let mut all = vec!["--url", up.url.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        node_report("task-call.mjs", &all)
+    };
+    let created = task_call(&[
+        "--call",
+        "warden_text__hash",
+        "--args",
+        r#"{"text":"across"}"#,
+        "--create-only",
+    ]);
+    assert_eq!(created["first"]["status"], "working", "{created:#}");
+    let across = created["first"]["taskId"].as_str().unwrap().to_owned();
+    let approval = pending_task(d, "warden_text__hash", &json!({"text": "across"}));
+    let done = task_id.to_owned();
+    assert!(up.stop().success());
+    let up = Up::start_with(d, &["--approval-wait-secs", "1"]);
+    let (url, t) = (up.url.clone(), token.clone());
+    let resumed = std::thread::spawn(move || {
+        node_report(
+            "task-call.mjs",
+            &["--url", &url, "--token", &t, "--resume", &across],
+        )
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    ok(warden(
+        d,
+        &["approvals", "approve", approval["id"].as_str().unwrap()],
+    ));
+    let r = resumed.join().unwrap();
+    assert!(r["error"].is_null(), "{r:#}");
+    assert_eq!(r["first"]["status"], "working", "{r:#}");
+    assert_eq!(r["final"]["status"], "completed", "{r:#}");
+    let text = r["final"]["result"]["content"][0]["text"].as_str().unwrap();
+    assert!(text.contains(&sha_hex("across")), "{r:#}");
+    let (url, t) = (up.url.clone(), token.clone());
+    let ended = node_report(
+        "task-call.mjs",
+        &["--url", &url, "--token", &t, "--resume", &done],
+    );
+    assert_eq!(ended["final"]["status"], "failed", "{ended:#}");
+    assert!(
+        ended["final"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("before the gateway restarted"),
+        "{ended:#}"
     );
 }
 

@@ -7,7 +7,7 @@
 //! (`warden desk`) in a tmux pseudo-terminal: a request appears live, an escape sequence in
 //! the agent's reason stays inert, and a key press approves it while the agent waits.
 
-use crate::approvals::{apply_policy, node_report};
+use crate::approvals::{agent_token, apply_policy, node_report};
 use crate::console::{admin, admin_token, ok, records, warden};
 use crate::gateway::{Up, text_of};
 use crate::support::repo_root;
@@ -48,19 +48,7 @@ fn an_approver_decides_in_the_web_desk_while_the_agent_waits() {
     for scope in ["acme", "acme/pay", "acme/pay/prod"] {
         ok(warden(d, &["scope", "create", scope]));
     }
-    ok(warden(
-        d,
-        &["agent", "put", "acme/pay/prod/bot", "--group", "payers"],
-    ));
-    let bot: Value = serde_json::from_str(
-        ok(warden(
-            d,
-            &["token", "issue", "acme/pay/prod/bot", "--json"],
-        ))
-        .trim(),
-    )
-    .unwrap();
-    let bot = bot["token"].as_str().unwrap().to_owned();
+    let bot = agent_token(d, "acme/pay/prod/bot", &["--group", "payers"]);
     ok(warden(
         d,
         &["approver", "set", "dana", "--scope", "acme/pay"],

@@ -90,6 +90,17 @@ pub fn task_json(task: &ApprovalRecord) -> Value {
     v
 }
 
+/// Names the task and the vote in the request's record before anything can refuse it, so
+/// a refused attempt (a task of another workspace, a malformed body) is recorded as one.
+fn attempt(slot: &AuditSlot, id: &str, vote: &str) {
+    if approvals::valid_id(id) {
+        slot.annotate(|r| {
+            r.approval = Some(id.to_owned());
+            r.vote = Some(vote.to_owned());
+        });
+    }
+}
+
 fn find(g: &crate::gateway::Gateway, voter: &Voter, id: &str) -> Result<ApprovalRecord, ApiError> {
     let not_found = || ApiError(StatusCode::NOT_FOUND, format!("no approval task `{id}`"));
     if !approvals::valid_id(id) {
@@ -242,6 +253,7 @@ pub(crate) async fn approve(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    attempt(&slot, &id, "approve");
     let voter = voter(&g, &admin)?;
     let body: VoteBody = parse_body(&body)?;
     find(&g, &voter, &id)?;
@@ -262,6 +274,7 @@ pub(crate) async fn deny(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    attempt(&slot, &id, "deny");
     let voter = voter(&g, &admin)?;
     let body: VoteBody = parse_body(&body)?;
     find(&g, &voter, &id)?;
@@ -284,6 +297,7 @@ pub(crate) async fn modify(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult {
+    attempt(&slot, &id, "modify");
     let voter = voter(&g, &admin)?;
     let body: ModifyBody = parse_body(&body)?;
     let task = find(&g, &voter, &id)?;

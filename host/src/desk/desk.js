@@ -232,7 +232,11 @@ function render() {
   renderDetail();
 }
 
+// Live events and vote answers arrive in either order: an older view of a task (a lower
+// revision) never replaces a newer one.
 function upsert(t) {
+  const known = state.tasks.get(t.id);
+  if (known && (known.revision ?? 0) > (t.revision ?? 0)) return;
   state.tasks.set(t.id, t);
 }
 

@@ -523,10 +523,15 @@ impl Gateway {
                 let expires = humantime::format_rfc3339_seconds(
                     std::time::UNIX_EPOCH + std::time::Duration::from_secs(task.expires_at),
                 );
+                let restarting = if self.approvals.closing() {
+                    " The gateway is restarting; the task is kept and stays decidable."
+                } else {
+                    ""
+                };
                 Ok(ToolReply::failure(format!(
                     "approval pending: calling `{name}` needs a human's approval (task {}; \
-                     waiting for {}; expires {expires}). Nothing ran. Call `{name}` again with \
-                     the same arguments to get the decision.",
+                     waiting for {}; expires {expires}). Nothing ran.{restarting} Call `{name}` \
+                     again with the same arguments to get the decision.",
                     task.id,
                     needs.join(" and "),
                 )))

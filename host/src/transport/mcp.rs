@@ -10,13 +10,17 @@ use super::slot::AuditSlot;
 use super::wire;
 use crate::audit::PendingRecord;
 use crate::gateway::{CallOptions, Caller, Entry, Gateway, Refusal, ToolReply};
+use crate::storage::Tables;
 use rmcp::model::SubscriptionFilter;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
     ListToolsResult, PaginatedRequestParams, ProgressNotificationParam, ServerCapabilities,
     ServerConfig, Tool, ToolAnnotations,
 };
-use rmcp::model::{CancelTaskParams, CreateTaskResult, GetTaskParams, GetTaskResult};
+use rmcp::model::{
+    CancelTaskParams, CreateTaskResult, DetailedTask, GetTaskParams, GetTaskResult, Task,
+    TaskPayload, TaskStatus,
+};
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
@@ -42,6 +46,60 @@ impl McpHandler {
     pub fn with_tasks(gateway: Arc<Gateway>, tasks: Arc<McpTasks>) -> Self {
         Self { gateway, tasks }
     }
+
+    /// Runs a call that waits for a human as the MCP task `task`, which lives `ttl_secs`
+    /// (the call waits as long as its approval can be given, within that).
+    #[allow(clippy::too_many_arguments)]
+    fn spawn_call(
+        &self,
+        caller: Caller,
+        name: String,
+        arguments: serde_json::Map<String, Value>,
+        reason: Option<String>,
+        record: PendingRecord,
+        task: &str,
+        ttl_secs: u64,
+    ) -> Task {
+        let correlation = record.id().to_owned();
+        let options = CallOptions {
+            reason,
+            progress: None,
+            wait: Some(std::time::Duration::from_secs(
+                self.gateway.approvals().ttl().min(ttl_secs),
+            )),
+        };
+        let (gateway, agent) = (self.gateway.clone(), caller.agent.clone());
+        let call = async move {
+            gateway
+                .call_tool_with(&caller, &name, arguments, options, record)
+                .await
+                .map(result)
+                .map_err(|r| encode(&r, &correlation))
+        };
+        self.tasks.run(&self.gateway, task, agent, ttl_secs, call)
+    }
+
+    /// The stored task `id` when `agent` made it and it has not expired; "unknown task"
+    /// otherwise (as for an id that never existed).
+    fn stored_task(
+        &self,
+        id: &str,
+        agent: &str,
+    ) -> Result<crate::storage::McpTaskRecord, ErrorData> {
+        if !valid_task_id(id) {
+            return Err(unknown_task());
+        }
+        let stored = self
+            .gateway
+            .store()
+            .mcp_task(id)
+            .map_err(|e| {
+                tracing::error!(error = %e, "MCP tasks could not be read");
+                ErrorData::internal_error("the gateway's store is unavailable", None)
+            })?
+            .filter(|r| r.agent == agent && crate::identity::now_secs() < r.expires_at);
+        stored.ok_or_else(unknown_task)
+    }
 }
 
 /// MCP tasks (the `io.modelcontextprotocol/tasks` extension): a call that waits for a
@@ -50,41 +108,157 @@ impl McpHandler {
 ///
 /// Invariants: a task is visible only to the agent whose call made it (anyone else gets
 /// "unknown task", as for an id that never existed); a task outlives the approval it waits
-/// for (its TTL is the approval TTL plus ten minutes to read the result); tasks live in
-/// memory: after a restart the client's poll fails, and the same call retried picks up the
-/// approval task, which is stored durably.
+/// for (its TTL is the approval TTL plus ten minutes to read the result); each task's call
+/// is stored (`mcp_tasks`) before the client hears of it, so a task survives a restart:
+/// the first poll after it runs the call again under the agent's current identity and
+/// picks up the stored approval (a task that had already ended says so: results are held
+/// in memory only). Task ids are warden's own (`tsk_` + 24 hex digits), mapped onto the
+/// ids of rmcp's task manager, which runs them.
 #[derive(Default)]
 pub struct McpTasks {
     manager: TaskManager,
-    owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// Task id the client knows -> the owning agent and the id the manager runs it under.
+    known: std::sync::Mutex<std::collections::HashMap<String, Known>>,
+    /// Held while a task is resumed after a restart (one poll resumes it).
+    resuming: std::sync::Mutex<()>,
 }
 
+struct Known {
+    agent: String,
+    live: String,
+}
+
+/// How long a finished task's result stays readable after its approval's TTL (seconds).
+const READ_RESULT_SECS: u64 = 600;
+
 impl McpTasks {
-    /// Most owners remembered before forgotten tasks are swept.
+    /// Most tasks remembered before forgotten ones are swept.
     const SWEEP_AT: usize = 4096;
 
-    fn owns(&self, task: &str, agent: &str) -> Result<(), ErrorData> {
-        let owners = self
-            .owners
+    fn known(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, Known>> {
+        self.known
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if owners.get(task).is_some_and(|a| a == agent) {
-            Ok(())
-        } else {
-            Err(ErrorData::invalid_params("unknown task", None))
-        }
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn own(&self, task: &str, agent: String) {
-        let mut owners = self
-            .owners
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if owners.len() >= Self::SWEEP_AT {
-            owners.retain(|id, _| self.manager.get_task(id).is_ok());
-        }
-        owners.insert(task.to_owned(), agent);
+    /// The manager's id of `task` when `agent` owns it and it is in memory.
+    fn live(&self, task: &str, agent: &str) -> Option<String> {
+        self.known()
+            .get(task)
+            .filter(|k| k.agent == agent)
+            .map(|k| k.live.clone())
     }
+
+    /// The manager's state of `task` (under the id the client knows).
+    fn detailed(&self, task: &str, live: &str) -> Result<DetailedTask, ErrorData> {
+        let mut t = self.manager.get_task(live).map_err(|_| unknown_task())?;
+        t.task.task_id = task.to_owned();
+        Ok(t)
+    }
+
+    /// Runs `call` as the task `task` of `agent`: the manager spawns it, and its end is
+    /// stored (unless the gateway is shutting down, which releases the call to resume
+    /// after the restart).
+    fn run(
+        &self,
+        gateway: &Arc<Gateway>,
+        task: &str,
+        agent: String,
+        ttl_secs: u64,
+        call: impl std::future::Future<Output = Result<CallToolResult, ErrorData>> + Send + 'static,
+    ) -> Task {
+        let options = TaskOptions::new()
+            .with_ttl_ms(ttl_secs.saturating_mul(1000))
+            .with_poll_interval_ms(1000)
+            .with_status_message("waiting for a human's approval");
+        let (gateway, id) = (gateway.clone(), task.to_owned());
+        let mut known = self.known();
+        let mut spawned = self.manager.spawn(options, move |ctx| {
+            Box::pin(async move {
+                let outcome = tokio::select! {
+                    () = ctx.cancelled() => Err(TaskExit::Cancelled),
+                    r = call => r.map_err(TaskExit::Error),
+                };
+                if !gateway.approvals().closing() {
+                    let ended = match &outcome {
+                        Ok(_) => "completed",
+                        Err(TaskExit::Cancelled) => "cancelled",
+                        Err(TaskExit::Error(_)) => "failed",
+                    };
+                    end_task(gateway.store(), &id, ended);
+                }
+                outcome
+            })
+        });
+        if known.len() >= Self::SWEEP_AT {
+            known.retain(|_, k| self.manager.get_task(&k.live).is_ok());
+        }
+        known.insert(
+            task.to_owned(),
+            Known {
+                agent,
+                live: spawned.task_id.clone(),
+            },
+        );
+        spawned.task_id = task.to_owned();
+        spawned
+    }
+}
+
+/// Records how a stored task ended (its record stays until it expires).
+fn end_task(store: &crate::storage::Store, id: &str, ended: &str) {
+    let done = store.mcp_task(id).and_then(|r| match r {
+        Some(mut r) if r.ended.is_none() => {
+            r.ended = Some(ended.to_owned());
+            store.put_mcp_task(id, Some(&r))
+        }
+        _ => Ok(()),
+    });
+    if let Err(e) = done {
+        tracing::warn!(error = %e, task = id, "could not store how an MCP task ended");
+    }
+}
+
+/// Forgets stored tasks past their expiry.
+fn sweep_tasks(store: &crate::storage::Store, now: u64) {
+    let swept = store.mcp_tasks().and_then(|all| {
+        all.into_iter()
+            .filter(|(_, r)| now >= r.expires_at)
+            .try_for_each(|(id, _)| store.put_mcp_task(&id, None))
+    });
+    if let Err(e) = swept {
+        tracing::warn!(error = %e, "could not sweep expired MCP tasks");
+    }
+}
+
+/// A new task id: `tsk_` and 24 hex digits.
+fn new_task_id() -> Result<String, ErrorData> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes)
+        .map_err(|_| ErrorData::internal_error("no randomness for a task id", None))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(format!("tsk_{hex}"))
+}
+
+/// Whether `id` has the shape of a task id (checked before any lookup).
+fn valid_task_id(id: &str) -> bool {
+    id.strip_prefix("tsk_").is_some_and(|h| {
+        h.len() == 24
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The same answer for a task that never existed, one another agent made, and one
+/// forgotten.
+fn unknown_task() -> ErrorData {
+    ErrorData::invalid_params("unknown task", None)
+}
+
+/// RFC 3339 of unix seconds.
+fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
 }
 
 /// The MCP tool definition of a catalog entry.
@@ -317,32 +491,33 @@ impl ServerHandler for McpHandler {
                 .gateway
                 .needs_approval(&caller, &request.name, &arguments)
         {
-            let ttl = self.gateway.approvals().ttl();
-            let options = CallOptions {
-                reason,
-                progress: None,
-                wait: Some(std::time::Duration::from_secs(ttl)),
+            let now = crate::identity::now_secs();
+            sweep_tasks(self.gateway.store(), now);
+            let task = new_task_id()?;
+            let ttl = self.gateway.approvals().ttl() + READ_RESULT_SECS;
+            let stored = crate::storage::McpTaskRecord {
+                agent: caller.agent.clone(),
+                tool: request.name.to_string(),
+                arguments: arguments.clone(),
+                reason: reason.clone(),
+                created_at: now,
+                expires_at: now + ttl,
+                ended: None,
             };
-            let (gateway, name, agent) = (
-                self.gateway.clone(),
-                request.name.clone(),
-                caller.agent.clone(),
+            if let Err(e) = self.gateway.store().put_mcp_task(&task, Some(&stored)) {
+                // The task still runs; only a restart would lose it.
+                tracing::error!(error = %e, "could not store an MCP task");
+            }
+            let created = self.spawn_call(
+                caller,
+                request.name.to_string(),
+                arguments,
+                reason,
+                record,
+                &task,
+                ttl,
             );
-            let task_options = TaskOptions::new()
-                .with_ttl_ms((ttl + 600).saturating_mul(1000))
-                .with_poll_interval_ms(1000)
-                .with_status_message("waiting for a human's approval");
-            let task = self.tasks.manager.spawn(task_options, move |ctx| {
-                Box::pin(async move {
-                    let call = gateway.call_tool_with(&caller, &name, arguments, options, record);
-                    tokio::select! {
-                        () = ctx.cancelled() => Err(TaskExit::Cancelled),
-                        r = call => r.map(result).map_err(|r| TaskExit::Error(encode(&r, &id))),
-                    }
-                })
-            });
-            self.tasks.own(&task.task_id, agent);
-            return Ok(CallToolResponse::Task(CreateTaskResult::new(task)));
+            return Ok(CallToolResponse::Task(CreateTaskResult::new(created)));
         }
         let options = CallOptions {
             reason,
@@ -363,10 +538,71 @@ impl ServerHandler for McpHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<GetTaskResult, ErrorData> {
         let caller = caller_of(&cx)?;
-        self.tasks.owns(&request.task_id, &caller.agent)?;
-        Ok(GetTaskResult::new(
-            self.tasks.manager.get_task(&request.task_id)?,
-        ))
+        let id = request.task_id;
+        if let Some(live) = self.tasks.live(&id, &caller.agent) {
+            return Ok(GetTaskResult::new(self.tasks.detailed(&id, &live)?));
+        }
+        // Not in memory: a task this agent made before a restart?
+        let stored = self.stored_task(&id, &caller.agent)?;
+        if let Some(ended) = &stored.ended {
+            let mut error = serde_json::Map::new();
+            error.insert("code".into(), (-32603).into());
+            error.insert(
+                "message".into(),
+                format!(
+                    "this task ended ({ended}) before the gateway restarted; its result was \
+                     held in memory only. The audit trail has the call."
+                )
+                .into(),
+            );
+            let task = Task::new(
+                id,
+                TaskStatus::Failed,
+                rfc3339(stored.created_at),
+                rfc3339(stored.created_at),
+            );
+            return Ok(GetTaskResult::new(DetailedTask::new(
+                task,
+                TaskPayload::Failed { error },
+            )));
+        }
+        // Run the call again as the agent is now: it picks up the stored approval. One
+        // poll resumes it; polls racing it find it running.
+        let _resuming = self
+            .tasks
+            .resuming
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.tasks.live(&id, &caller.agent).is_none() {
+            let mut record = self.gateway.audit().open("tools/call", caller.peer);
+            {
+                let r = record.record();
+                r.principal = Some(caller.agent.clone());
+                r.token_id = Some(caller.principal.token_id.clone());
+                r.reasons = vec![format!("resumes MCP task {id} after a restart")];
+            }
+            let ttl = stored
+                .expires_at
+                .saturating_sub(crate::identity::now_secs())
+                .max(1);
+            let agent = caller.agent.clone();
+            self.spawn_call(
+                caller,
+                stored.tool,
+                stored.arguments,
+                stored.reason,
+                record,
+                &id,
+                ttl,
+            );
+            let live = self.tasks.live(&id, &agent).ok_or_else(unknown_task)?;
+            return Ok(GetTaskResult::new(self.tasks.detailed(&id, &live)?));
+        }
+        let live = self
+            .tasks
+            .live(&id, &caller.agent)
+            .ok_or_else(unknown_task)?;
+        Ok(GetTaskResult::new(self.tasks.detailed(&id, &live)?))
     }
 
     async fn cancel_task(
@@ -375,7 +611,68 @@ impl ServerHandler for McpHandler {
         cx: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
         let caller = caller_of(&cx)?;
-        self.tasks.owns(&request.task_id, &caller.agent)?;
-        self.tasks.manager.cancel_task(&request.task_id)
+        let id = request.task_id;
+        if let Some(live) = self.tasks.live(&id, &caller.agent) {
+            return self
+                .tasks
+                .manager
+                .cancel_task(&live)
+                .map_err(|_| unknown_task());
+        }
+        let stored = self.stored_task(&id, &caller.agent)?;
+        if stored.ended.is_none() {
+            end_task(self.gateway.store(), &id, "cancelled");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{McpTaskRecord, Store};
+
+    #[test]
+    fn task_ids_are_checked_before_any_lookup() {
+        let id = new_task_id().unwrap();
+        assert!(valid_task_id(&id), "{id}");
+        assert_ne!(id, new_task_id().unwrap());
+        for bad in [
+            "",
+            "tsk_",
+            "apr_0123456789abcdef01234567",
+            "tsk_0123456789ABCDEF01234567",
+            "tsk_0123456789abcdef0123456",
+            "tsk_0123456789abcdef012345678",
+            "tsk_../../0123456789abcdef0",
+        ] {
+            assert!(!valid_task_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stored_task_records_its_end_once_and_is_swept_when_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("warden.redb")).unwrap();
+        let record = |expires_at| McpTaskRecord {
+            agent: "t/w/e/a".into(),
+            tool: "warden_text__hash".into(),
+            arguments: serde_json::Map::new(),
+            reason: None,
+            created_at: 1,
+            expires_at,
+            ended: None,
+        };
+        store.put_mcp_task("tsk_live", Some(&record(100))).unwrap();
+        store.put_mcp_task("tsk_old", Some(&record(50))).unwrap();
+        end_task(&store, "tsk_live", "completed");
+        end_task(&store, "tsk_live", "cancelled");
+        end_task(&store, "tsk_never", "completed");
+        let live = store.mcp_task("tsk_live").unwrap().unwrap();
+        assert_eq!(live.ended.as_deref(), Some("completed"));
+        assert!(store.mcp_task("tsk_never").unwrap().is_none());
+        sweep_tasks(&store, 50);
+        assert!(store.mcp_task("tsk_old").unwrap().is_none());
+        assert!(store.mcp_task("tsk_live").unwrap().is_some());
     }
 }
