@@ -337,26 +337,18 @@ impl Client {
         self.0.stream(path).await
     }
 
-    /// A call where a conflict (409) is an error too.
-    async fn call_strict(&self, method: &str, path: &str) -> Result<Value> {
-        self.0.call(method, path, Vec::new(), &[]).await
-    }
-
-    /// [`Client::call_strict`] with a body.
-    pub(crate) async fn call_strict_body(
-        &self,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<Value> {
-        self.0.call(method, path, body, &[]).await
-    }
-
-    /// A call whose body may hold a secret: the caller builds (and wipes) the bytes.
-    async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
+    /// A call whose refusal is answered 409 with a report worth showing (`audit verify`'s
+    /// first broken record): the report comes back instead of an error.
+    async fn call_with_report(&self, method: &str, path: &str) -> Result<Value> {
         self.0
-            .call(method, path, bytes, &[http::StatusCode::CONFLICT])
+            .call(method, path, Vec::new(), &[http::StatusCode::CONFLICT])
             .await
+    }
+
+    /// A call with a body of bytes (the caller builds, and wipes, a body that holds a
+    /// secret). Every status but a success is an error, a conflict (409) included.
+    pub(crate) async fn call_raw(&self, method: &str, path: &str, bytes: Vec<u8>) -> Result<Value> {
+        self.0.call(method, path, bytes, &[]).await
     }
 }
 
@@ -654,7 +646,7 @@ pub async fn audit(t: Target, cmd: AuditCommand) -> Result<()> {
         }
         AuditCommand::Verify { offline: false } => {
             let c = Client::new(&t)?;
-            let v = c.call("GET", "/admin/v1/audit/verify", None).await?;
+            let v = c.call_with_report("GET", "/admin/v1/audit/verify").await?;
             report_verification(t.json, &v)
         }
         AuditCommand::Tail {
@@ -1227,11 +1219,11 @@ pub async fn trust(t: Target, cmd: TrustCommand) -> Result<()> {
                 Some(file) => {
                     let json = std::fs::read(&file)
                         .with_context(|| format!("reading {}", file.display()))?;
-                    c.call_strict_body("PUT", "/admin/v1/trust/sigstore-root", json)
+                    c.call_raw("PUT", "/admin/v1/trust/sigstore-root", json)
                         .await?
                 }
                 None => {
-                    c.call_strict("DELETE", "/admin/v1/trust/sigstore-root")
+                    c.call_raw("DELETE", "/admin/v1/trust/sigstore-root", Vec::new())
                         .await?
                 }
             };
@@ -1462,7 +1454,11 @@ pub async fn skill_remove(t: Target, name: String) -> Result<()> {
     let c = Client::new(&t)?;
     let q = query_string(&[("skill", Some(name.clone()))]);
     let v = c
-        .call_strict("DELETE", &format!("/admin/v1/packages/remove{q}"))
+        .call_raw(
+            "DELETE",
+            &format!("/admin/v1/packages/remove{q}"),
+            Vec::new(),
+        )
         .await?;
     print(t.json, &v, |v| {
         println!("removed {name} {}", v["version"].as_str().unwrap_or(""));
@@ -1478,7 +1474,11 @@ pub async fn skill_rollback(t: Target, name: String, version: String) -> Result<
         ("version", Some(version.clone())),
     ]);
     let v = c
-        .call_strict("POST", &format!("/admin/v1/packages/rollback{q}"))
+        .call_raw(
+            "POST",
+            &format!("/admin/v1/packages/rollback{q}"),
+            Vec::new(),
+        )
         .await?;
     print(t.json, &v, |_| println!("{name}@{version} is live again"));
     Ok(())

@@ -134,7 +134,7 @@ pub async fn webhook(t: Target, cmd: WebhookCommand) -> Result<()> {
             let body = json!({ "url": url, "secret": secret })
                 .to_string()
                 .into_bytes();
-            let v = c.call_strict_body("PUT", &path(&workspace)?, body).await?;
+            let v = c.call_raw("PUT", &path(&workspace)?, body).await?;
             print(json, &v, |_| {
                 println!("approval tasks of {workspace} are announced to {url}");
             });
@@ -153,9 +153,7 @@ pub async fn webhook(t: Target, cmd: WebhookCommand) -> Result<()> {
             });
         }
         WebhookCommand::Rm { workspace } => {
-            let v = c
-                .call_strict_body("DELETE", &path(&workspace)?, Vec::new())
-                .await?;
+            let v = c.call_raw("DELETE", &path(&workspace)?, Vec::new()).await?;
             print(json, &v, |_| println!("webhook of {workspace} removed"));
         }
     }
@@ -304,7 +302,7 @@ pub async fn approvals(t: Target, cmd: ApprovalsCommand) -> Result<()> {
         ApprovalsCommand::Approve { id, note } => {
             let body = json!({ "note": note }).to_string().into_bytes();
             let v = c
-                .call_strict_body("POST", &task_path(&id, "approve")?, body)
+                .call_raw("POST", &task_path(&id, "approve")?, body)
                 .await?;
             print(json, &v, |v| {
                 println!(
@@ -316,9 +314,7 @@ pub async fn approvals(t: Target, cmd: ApprovalsCommand) -> Result<()> {
         }
         ApprovalsCommand::Deny { id, note } => {
             let body = json!({ "note": note }).to_string().into_bytes();
-            let v = c
-                .call_strict_body("POST", &task_path(&id, "deny")?, body)
-                .await?;
+            let v = c.call_raw("POST", &task_path(&id, "deny")?, body).await?;
             print(json, &v, |_| println!("denied {id}"));
         }
         ApprovalsCommand::Modify {
@@ -334,9 +330,7 @@ pub async fn approvals(t: Target, cmd: ApprovalsCommand) -> Result<()> {
             let body = json!({ "arguments": arguments, "note": note })
                 .to_string()
                 .into_bytes();
-            let v = c
-                .call_strict_body("POST", &task_path(&id, "modify")?, body)
-                .await?;
+            let v = c.call_raw("POST", &task_path(&id, "modify")?, body).await?;
             print(json, &v, |v| {
                 println!(
                     "modified {id}: the task is {}",
@@ -368,7 +362,7 @@ pub async fn approver(t: Target, cmd: ApproverCommand) -> Result<()> {
                 .to_string()
                 .into_bytes();
             let v = c
-                .call_strict_body("PUT", &format!("/admin/v1/approvers/{name}"), body)
+                .call_raw("PUT", &format!("/admin/v1/approvers/{name}"), body)
                 .await?;
             print(json, &v, |_| println!("approver {name} saved"));
         }
@@ -387,7 +381,7 @@ pub async fn approver(t: Target, cmd: ApproverCommand) -> Result<()> {
         }
         ApproverCommand::Remove { name } => {
             let v = c
-                .call_strict_body("DELETE", &format!("/admin/v1/approvers/{name}"), Vec::new())
+                .call_raw("DELETE", &format!("/admin/v1/approvers/{name}"), Vec::new())
                 .await?;
             print(json, &v, |_| println!("approver {name} removed"));
         }

@@ -404,7 +404,7 @@ async fn decide(client: &Client, id: &str, action: &str, body: Value) -> Result<
         anyhow::bail!("not a task id");
     }
     client
-        .call_strict_body(
+        .call_raw(
             "POST",
             &format!("/admin/v1/approvals/{id}/{action}"),
             body.to_string().into_bytes(),

@@ -191,6 +191,11 @@ fn setup_acme(dir: &Path) {
     for scope in ["acme", "acme/core", "acme/core/prod"] {
         ok(warden(dir, &["scope", "create", scope]));
     }
+    // A refused change is a failure in the CLI, not a "created".
+    let again = warden(dir, &["scope", "create", "acme"]);
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("409"), "{stderr}");
     ok(warden(
         dir,
         &["agent", "put", "acme/core/prod/bot", "--group", "ops"],
