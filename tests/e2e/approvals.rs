@@ -3,11 +3,11 @@
 //! official TypeScript SDK, or raw stateless HTTP) gets the result, the denial's note, the
 //! modified call, or a clear "pending"/"expired" answer. Quorums count distinct approvers of
 //! the right group and never the agent's owner; agents and approvers of other workspaces
-//! are refused and recorded; an approval is bound to its agent and arguments; a call
-//! waiting at shutdown answers "pending" at once, and its task survives the restart and is
-//! decided after it. Workspace webhooks are signed and retried off the call path, and a
-//! client that takes MCP tasks polls for the decision instead of holding its request open,
-//! across a restart too.
+//! are refused and recorded; an approval is bound to its agent, its arguments and the
+//! skill's build (a new build installed voids it); a call waiting at shutdown answers
+//! "pending" at once, and its task survives the restart and is decided after it. Workspace
+//! webhooks are signed and retried off the call path, and a client that takes MCP tasks
+//! polls for the decision instead of holding its request open, across a restart too.
 
 use crate::console::{admin, admin_token, ok, records, warden};
 use crate::gateway::{Up, post, text_of};
@@ -91,6 +91,14 @@ fn pending_task(d: &Path, tool: &str, args: &Value) -> Value {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The id of [`pending_task`].
+fn pending_id(d: &Path, tool: &str, args: &Value) -> String {
+    pending_task(d, tool, args)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// Applies `text` as the gateway's policy set with the CLI.
@@ -464,10 +472,7 @@ fn approvals_are_decided_by_humans_bound_to_the_call_and_survive_a_restart() {
     // shutdown does not wait for a human, nor cut the call off).
     let held_args = json!({"text": "held"});
     let held = call_later(&addr, &s.bot, "warden_text__hash", held_args.clone());
-    let held_id = pending_task(d, "warden_text__hash", &held_args)["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let held_id = pending_id(d, "warden_text__hash", &held_args);
     assert!(up.stop().success());
     let answer = held.join().unwrap();
     assert!(is_error(&answer), "{answer}");
@@ -867,4 +872,86 @@ fn sha_hex(s: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_of_the_skill_voids_a_standing_approval() {
+    let hello = crate::registry::hello_tools().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let up = Up::start_with(d, &["--approval-wait-secs", "0"]);
+    let token = up.token.clone().unwrap();
+    let (key, key_path) = crate::registry::key_file(d, "owner.key");
+    let public = format!("{}.pub", key_path.display());
+    ok(warden(d, &["trust", "add", "acme", "--key", &public]));
+    let component = crate::support::wasm("hello");
+    let install = |version: &str, component: &[u8]| {
+        let file = crate::registry::package_of_bytes(
+            component,
+            &hello,
+            "acme",
+            version,
+            "",
+            Some(&key),
+            d,
+        );
+        ok(warden(
+            d,
+            &["skill", "install", file.to_str().unwrap(), "--accept"],
+        ));
+    };
+    install("1.0.0", &component);
+    apply_policy(
+        d,
+        r#"@id("greet-needs-approval") @approval("required")
+permit (principal, action, resource == Warden::Tool::"acme_hello__greet");
+@id("the-rest") permit (principal, action, resource) when { resource != Warden::Tool::"acme_hello__greet" };"#,
+    );
+    let args = json!({"name": "Ada"});
+    let answer = call(&up.addr, &token, "acme_hello__greet", &args, "greeting");
+    assert!(
+        answer_text(&answer).contains("approval pending"),
+        "{answer}"
+    );
+    let approved = pending_id(d, "acme_hello__greet", &args);
+    ok(warden(d, &["approvals", "approve", &approved]));
+
+    // A new build of the skill (the same tools, other bytes: a custom section appended)
+    // is installed before the agent uses the approval: the approval is void.
+    let mut rebuilt = component.clone();
+    rebuilt.extend_from_slice(&[0x00, 0x0a, 0x01, b'x']);
+    rebuilt.extend_from_slice(b"rebuilt!");
+    install("1.0.1", &rebuilt);
+    let answer = call(&up.addr, &token, "acme_hello__greet", &args, "greeting");
+    assert!(is_error(&answer), "{answer}");
+    let text = answer_text(&answer);
+    assert!(
+        text.contains("changed after this call was approved"),
+        "{text}"
+    );
+    assert!(text.contains(&approved), "{text}");
+    assert!(!text.contains("Hello"), "{text}");
+
+    // A new approval runs the new build.
+    let answer = call(&up.addr, &token, "acme_hello__greet", &args, "greeting");
+    assert!(
+        answer_text(&answer).contains("approval pending"),
+        "{answer}"
+    );
+    let fresh = pending_id(d, "acme_hello__greet", &args);
+    assert_ne!(fresh, approved);
+    ok(warden(d, &["approvals", "approve", &fresh]));
+    let answer = call(&up.addr, &token, "acme_hello__greet", &args, "greeting");
+    assert!(!is_error(&answer), "{answer}");
+    assert!(answer_text(&answer).contains("Ada"), "{answer}");
+
+    let operator = admin_token(d);
+    let recs = records(&up.addr, &operator, "since_ms=0");
+    assert!(
+        recs.iter().any(|r| r["approval"] == json!(approved)
+            && r["vote"] == "invalidated"
+            && r["error_class"] == "skill_changed"
+            && r["outcome"] == "approval_expired"),
+        "no record of the voided approval"
+    );
 }

@@ -111,6 +111,19 @@ pub(crate) fn package_of(
     key: Option<&SecretKey>,
     dir: &Path,
 ) -> PathBuf {
+    package_of_bytes(&wasm(component), tools, ns, version, extra, key, dir)
+}
+
+/// [`package_of`] with the component's bytes.
+pub(crate) fn package_of_bytes(
+    component: &[u8],
+    tools: &[ToolDef],
+    ns: &str,
+    version: &str,
+    extra: &str,
+    key: Option<&SecretKey>,
+    dir: &Path,
+) -> PathBuf {
     let source = Manifest::parse_source(
         format!(
             "namespace = \"{ns}\"\nname = \"hello\"\nversion = \"{version}\"\ndescription = \"Greets\"\npublisher = \"Acme\"\n{extra}"
@@ -118,8 +131,7 @@ pub(crate) fn package_of(
         .as_bytes(),
     )
     .unwrap();
-    let (_, mut bytes) =
-        warden_registry::pack(&source, tools, &wasm(component), "# hello\n").unwrap();
+    let (_, mut bytes) = warden_registry::pack(&source, tools, component, "# hello\n").unwrap();
     if let Some(key) = key {
         bytes = Package::read(&bytes, &Limits::default())
             .unwrap()
