@@ -353,9 +353,13 @@ async fn serve(dir: &Path, listen: SocketAddr, load: LoadLimits) -> Result<()> {
         use std::io::Write;
         std::io::stdout().flush()?;
     }
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        on_signal.cancel();
+    });
+    warden::transport::listen::serve(listener, app, stop).await?;
     eprintln!("warden registry: stopped");
     Ok(())
 }

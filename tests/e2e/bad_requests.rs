@@ -894,3 +894,47 @@ fn thousands_of_bad_requests_are_refused_and_each_leaves_one_record() {
     );
     assert!(up.stop().success());
 }
+
+#[test]
+fn trickled_request_heads_are_cut_off_while_others_are_served() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let up = Up::start(dir.path());
+    // Fifty clients start a request and never finish its head; five more send nothing.
+    let started = Instant::now();
+    let mut slow: Vec<std::net::TcpStream> = (0..55)
+        .map(|i| {
+            let mut s = std::net::TcpStream::connect(&up.addr).unwrap();
+            if i < 50 {
+                s.write_all(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+                    .unwrap();
+            }
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
+        .collect();
+    // Everyone else is still served meanwhile.
+    let (status, _, _) = raw(
+        &up.addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+    // Each slow connection is closed by the gateway (EOF or a 408), within the deadline.
+    for s in &mut slow {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .expect("closed by the gateway, not by our read timeout");
+        let text = String::from_utf8_lossy(&rest);
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(25));
+    let (status, _, _) = raw(
+        &up.addr,
+        "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 200);
+}

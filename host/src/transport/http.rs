@@ -10,8 +10,9 @@
 //! (finished here, by the guard, or by the handler); a session id is honoured only with
 //! tokens of the agent that opened it (404 otherwise, also for ids warden never saw); a
 //! stream stays open only while its token is valid (revocation, expiry, the end of a
-//! rotation's grace window end it); unknown routes are recorded 404s; sockets use
-//! TCP_NODELAY; shutdown stops accepting, waits for in-flight calls up to a drain window,
+//! rotation's grace window end it); unknown routes are recorded 404s; connections are
+//! accepted by `listen` (TCP_NODELAY, a deadline on request heads, a cap on open
+//! connections); shutdown stops accepting, waits for in-flight calls up to a drain window,
 //! then ends open streams.
 //!
 //! Threat: unauthenticated or cross-origin (DNS rebinding, browser) access to tools,
@@ -597,18 +598,8 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     drain: Duration,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "TCP_NODELAY failed");
-        }
-    });
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal.clone().cancelled_owned());
-    let server = std::pin::pin!(server.into_future());
+    let server = super::listen::serve(listener, app, signal.clone());
+    let server = std::pin::pin!(server);
     let closer = async {
         signal.cancelled().await;
         let deadline = tokio::time::Instant::now() + drain;
