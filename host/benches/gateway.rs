@@ -302,7 +302,12 @@ fn main() {
 
     // The bare in-process runtime call on the same skill and tool.
     let runtime_calls = rt.block_on(async {
-        let wasm = std::fs::read(data.path().join("skills/text.wasm")).unwrap();
+        // The same component `warden up` serves: the embedded first-party package's.
+        let text = warden::first_party::PACKAGES
+            .iter()
+            .find(|p| p.name == "text")
+            .unwrap();
+        let wasm = text.verify().unwrap().component;
         let runtime = warden::runtime::Runtime::new(Default::default()).unwrap();
         let skill = runtime
             .load("text", &wasm, Default::default())
