@@ -278,20 +278,30 @@ fn now() -> u64 {
 }
 
 fn new_id() -> Result<String, StoreError> {
+    random_id("apr_").map_err(|e| StoreError::Corrupt(format!("no randomness for a task id: {e}")))
+}
+
+/// `prefix` and 24 random lower-case hex digits: the ids of approval tasks (`apr_`) and
+/// MCP tasks (`tsk_`).
+pub(crate) fn random_id(prefix: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| StoreError::Corrupt(format!("no randomness for a task id: {e}")))?;
+    getrandom::fill(&mut bytes)?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("apr_{hex}"))
+    Ok(format!("{prefix}{hex}"))
+}
+
+/// Whether `id` has the shape [`random_id`] gives with `prefix`.
+pub(crate) fn id_shaped(id: &str, prefix: &str) -> bool {
+    id.strip_prefix(prefix).is_some_and(|h| {
+        h.len() == 24
+            && h.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    })
 }
 
 /// Whether `id` has the shape of a task id (checked before any lookup).
 pub fn valid_id(id: &str) -> bool {
-    id.len() == 28
-        && id.starts_with("apr_")
-        && id[4..]
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    id_shaped(id, "apr_")
 }
 
 /// Cuts `s` to at most `max` bytes on a character boundary.

@@ -1376,6 +1376,26 @@ pub trait Tables: sealed::Raw {
         self.raw_all(MCP_TASKS)
     }
 
+    /// Forgets the MCP tasks past their expiry, in one transaction; how many.
+    fn forget_expired_mcp_tasks(&self, now: u64) -> Result<usize, StoreError> {
+        let due: Vec<String> = self
+            .mcp_tasks()?
+            .into_iter()
+            .filter(|(_, r)| now >= r.expires_at)
+            .map(|(id, _)| id)
+            .collect();
+        if !due.is_empty() {
+            self.raw_write(|txn| {
+                let mut table = txn.open_table(MCP_TASKS)?;
+                for id in &due {
+                    table.remove(id.as_str())?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(due.len())
+    }
+
     /// Stores (`Some`) or forgets (`None`) an MCP task.
     fn put_mcp_task(&self, id: &str, record: Option<&McpTaskRecord>) -> Result<(), StoreError> {
         match record {

@@ -700,6 +700,9 @@ impl Gateway {
             Err(e) => tracing::warn!(error = %e, "expiring approval tasks failed"),
         }
         let now = crate::identity::now_secs();
+        if let Err(e) = crate::storage::Tables::forget_expired_mcp_tasks(&*self.store, now) {
+            tracing::warn!(error = %e, "forgetting expired MCP tasks failed");
+        }
         let due = {
             let mut last = self
                 .last_prune

@@ -219,34 +219,15 @@ fn end_task(store: &crate::storage::Store, id: &str, ended: &str) {
     }
 }
 
-/// Forgets stored tasks past their expiry.
-fn sweep_tasks(store: &crate::storage::Store, now: u64) {
-    let swept = store.mcp_tasks().and_then(|all| {
-        all.into_iter()
-            .filter(|(_, r)| now >= r.expires_at)
-            .try_for_each(|(id, _)| store.put_mcp_task(&id, None))
-    });
-    if let Err(e) = swept {
-        tracing::warn!(error = %e, "could not sweep expired MCP tasks");
-    }
-}
-
 /// A new task id: `tsk_` and 24 hex digits.
 fn new_task_id() -> Result<String, ErrorData> {
-    let mut bytes = [0u8; 12];
-    getrandom::fill(&mut bytes)
-        .map_err(|_| ErrorData::internal_error("no randomness for a task id", None))?;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    Ok(format!("tsk_{hex}"))
+    crate::approvals::random_id("tsk_")
+        .map_err(|_| ErrorData::internal_error("no randomness for a task id", None))
 }
 
 /// Whether `id` has the shape of a task id (checked before any lookup).
 fn valid_task_id(id: &str) -> bool {
-    id.strip_prefix("tsk_").is_some_and(|h| {
-        h.len() == 24
-            && h.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    })
+    crate::approvals::id_shaped(id, "tsk_")
 }
 
 /// The same answer for a task that never existed, one another agent made, and one
@@ -492,7 +473,6 @@ impl ServerHandler for McpHandler {
                 .needs_approval(&caller, &request.name, &arguments)
         {
             let now = crate::identity::now_secs();
-            sweep_tasks(self.gateway.store(), now);
             let task = new_task_id()?;
             let ttl = self.gateway.approvals().ttl() + READ_RESULT_SECS;
             let stored = crate::storage::McpTaskRecord {
@@ -585,9 +565,8 @@ impl ServerHandler for McpHandler {
                 .expires_at
                 .saturating_sub(crate::identity::now_secs())
                 .max(1);
-            let agent = caller.agent.clone();
             self.spawn_call(
-                caller,
+                caller.clone(),
                 stored.tool,
                 stored.arguments,
                 stored.reason,
@@ -595,8 +574,6 @@ impl ServerHandler for McpHandler {
                 &id,
                 ttl,
             );
-            let live = self.tasks.live(&id, &agent).ok_or_else(unknown_task)?;
-            return Ok(GetTaskResult::new(self.tasks.detailed(&id, &live)?));
         }
         let live = self
             .tasks
@@ -671,7 +648,7 @@ mod tests {
         let live = store.mcp_task("tsk_live").unwrap().unwrap();
         assert_eq!(live.ended.as_deref(), Some("completed"));
         assert!(store.mcp_task("tsk_never").unwrap().is_none());
-        sweep_tasks(&store, 50);
+        assert_eq!(store.forget_expired_mcp_tasks(50).unwrap(), 1);
         assert!(store.mcp_task("tsk_old").unwrap().is_none());
         assert!(store.mcp_task("tsk_live").unwrap().is_some());
     }
